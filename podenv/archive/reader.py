@@ -1,0 +1,320 @@
+"""Streaming, verifying, parallel extraction of tar.zst layers.
+
+Compressed bytes arrive in order (from a file or from parallel ranged GETs), are hashed
+as they pass, decompressed and parsed as a tar stream; file contents are handed to a pool
+of writer threads, because on network volumes (MooseFS on RunPod) creating many small
+files one at a time is several times slower than creating them in parallel.
+
+Every member is checked before anything is written for it: absolute names, ``..``,
+links that resolve outside the target, members below a symlink, duplicates, devices and
+fifos are refused with the member's name. Files are created with ``O_EXCL|O_NOFOLLOW``
+so that nothing is ever written through a link. On any error, including a digest that
+does not match, the target directory is removed: the caller sees all or nothing.
+"""
+
+import hashlib
+import os
+import shutil
+import tarfile
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from podenv.digests import format_digest
+from podenv.errors import IntegrityError, PodenvError, UnsafeArchiveError
+from podenv.progress import Progress
+
+DEFAULT_WRITERS = 16
+READ_SIZE = 1 << 20
+# Files up to this size are read whole and written by the pool; larger ones are streamed.
+SMALL_FILE_LIMIT = 8 << 20
+# Upper bound on file contents held in memory while waiting for a writer.
+IN_FLIGHT_LIMIT = 256 << 20
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class ExtractResult:
+    digest: str
+    size: int
+    files: int
+    bytes_written: int
+
+
+class _HashingChunkReader:
+    """A ``read(size)`` view of an iterator of byte chunks that hashes every byte it pulls."""
+
+    def __init__(self, chunks: Iterable[bytes], progress: Progress | None) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = memoryview(b"")
+        self._progress = progress
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def _pull(self) -> bool:
+        chunk = next(self._chunks, None)
+        if chunk is None:
+            return False
+        self.hasher.update(chunk)
+        self.size += len(chunk)
+        if self._progress is not None:
+            self._progress.update(len(chunk))
+        self._pending = memoryview(chunk)
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            parts = [bytes(self._pending)]
+            while self._pull():
+                parts.append(bytes(self._pending))
+            self._pending = memoryview(b"")
+            return b"".join(parts)
+        if not self._pending and not self._pull():
+            return b""
+        piece, self._pending = self._pending[:size], self._pending[size:]
+        return bytes(piece)
+
+    def drain(self) -> None:
+        while self._pull():
+            pass
+        self._pending = memoryview(b"")
+
+    @property
+    def digest(self) -> str:
+        return format_digest(self.hasher.hexdigest())
+
+
+class _ByteBudget:
+    """Blocks the reader while too many file bytes wait for a writer thread."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._free = limit
+        self._condition = threading.Condition()
+
+    def acquire(self, count: int) -> int:
+        count = min(count, self._limit)
+        with self._condition:
+            self._condition.wait_for(lambda: self._free >= count)
+            self._free -= count
+        return count
+
+    def release(self, count: int) -> None:
+        with self._condition:
+            self._free += count
+            self._condition.notify_all()
+
+
+def _member_name(member: tarfile.TarInfo) -> str:
+    """The member's path relative to the target, or an error if it could leave it."""
+    if member.name.startswith("/"):
+        raise UnsafeArchiveError(f"archive member '{member.name}' has an absolute path; refusing to extract.")
+    parts = [part for part in member.name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"archive member '{member.name}' contains '..'; refusing to extract.")
+    return "/".join(parts)
+
+
+def _write_whole(path: Path, data: bytes, mode: int) -> None:
+    descriptor = os.open(path, _CREATE_FLAGS, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+    finally:
+        os.close(descriptor)
+
+
+class _Extraction:
+    """State of one extraction: what exists in the target, and the writes in flight."""
+
+    def __init__(self, target: Path, writers: int) -> None:
+        self.target = target
+        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="podenv-write")
+        self._budget = _ByteBudget(IN_FLIGHT_LIMIT)
+        self._writes: dict[str, Future[None]] = {}
+        self._failure: BaseException | None = None
+        self._directories = {""}
+        self._symlinks: set[str] = set()
+        self._files: set[str] = set()
+        self.file_count = 0
+        self.bytes_written = 0
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if self._failure is not None:
+            raise self._failure
+        name = _member_name(member)
+        if member.isdir():
+            self._check_new(name, member, directory=True)
+            self._ensure_directory(name, member)
+            return
+        self._check_new(name, member, directory=False)
+        self._ensure_directory(name.rpartition("/")[0], member)
+        if member.isreg():
+            self._add_file(tar, member, name)
+        elif member.issym():
+            self._check_link(member)
+            os.symlink(member.linkname, self.target / name)
+            self._symlinks.add(name)
+        elif member.islnk():
+            self._add_hardlink(member, name)
+        else:
+            raise UnsafeArchiveError(
+                f"archive member '{member.name}' is a device, fifo or other special file; refusing to extract."
+            )
+        self.file_count += 1
+
+    def _check_new(self, name: str, member: tarfile.TarInfo, directory: bool) -> None:
+        taken = name in self._files or name in self._symlinks
+        if not name or taken or (not directory and name in self._directories):
+            raise UnsafeArchiveError(f"archive member '{member.name}' is a duplicate; refusing to extract.")
+
+    def _ensure_directory(self, name: str, member: tarfile.TarInfo) -> None:
+        if name in self._directories:
+            return
+        if name in self._symlinks or name in self._files:
+            raise UnsafeArchiveError(
+                f"archive member '{member.name}' lies below a symlink or file; refusing to extract."
+            )
+        self._ensure_directory(name.rpartition("/")[0], member)
+        (self.target / name).mkdir()
+        self._directories.add(name)
+
+    def _check_link(self, member: tarfile.TarInfo) -> None:
+        try:
+            tarfile.data_filter(member, str(self.target))
+        except tarfile.FilterError as error:
+            raise UnsafeArchiveError(
+                f"archive member '{member.name}' links outside the target ({error}); refusing to extract."
+            ) from None
+
+    def _add_hardlink(self, member: tarfile.TarInfo, name: str) -> None:
+        self._check_link(member)
+        source = "/".join(part for part in member.linkname.split("/") if part not in ("", "."))
+        if source not in self._files:
+            raise UnsafeArchiveError(
+                f"archive member '{member.name}' is a hard link to '{member.linkname}', "
+                "which is not a file earlier in the archive; refusing to extract."
+            )
+        pending = self._writes.get(source)
+        if pending is not None:
+            pending.result()
+        os.link(self.target / source, self.target / name)
+        self._files.add(name)
+
+    def _add_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> None:
+        mode = 0o755 if member.mode & 0o111 else 0o644
+        path = self.target / name
+        content = tar.extractfile(member)
+        assert content is not None
+        self._files.add(name)
+        self.bytes_written += member.size
+        if member.size > SMALL_FILE_LIMIT:
+            with os.fdopen(os.open(path, _CREATE_FLAGS, mode), "wb") as stream:
+                shutil.copyfileobj(content, stream, READ_SIZE)
+            return
+        data = content.read()
+        reserved = self._budget.acquire(len(data))
+        future = self._pool.submit(_write_whole, path, data, mode)
+        future.add_done_callback(lambda done: self._finished(done, reserved))
+        self._writes[name] = future
+
+    def _finished(self, future: Future[None], reserved: int) -> None:
+        self._budget.release(reserved)
+        error = future.exception()
+        if error is not None and self._failure is None:
+            self._failure = error
+
+    def finish(self) -> None:
+        self._pool.shutdown(wait=True)
+        if self._failure is not None:
+            raise self._failure
+
+    def abandon(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_members(source: _HashingChunkReader, extraction: _Extraction) -> None:
+    decompressed = zstandard.ZstdDecompressor().stream_reader(
+        source, read_size=READ_SIZE, read_across_frames=True
+    )
+    with tarfile.open(fileobj=decompressed, mode="r|", bufsize=READ_SIZE) as tar:
+        for member in tar:
+            extraction.add(tar, member)
+    while decompressed.read(READ_SIZE):
+        pass  # the end-of-archive padding and any trailing frame still count
+
+
+def _check_digest(source: _HashingChunkReader, expected: str | None, label: str) -> None:
+    source.drain()
+    if expected is not None and source.digest != expected:
+        raise IntegrityError(
+            f"{label} is corrupt: expected {expected} but the bytes hash to {source.digest}; "
+            "it was refused and nothing was kept."
+        )
+
+
+def extract_stream(
+    chunks: Iterable[bytes],
+    target: Path,
+    *,
+    expected_digest: str | None = None,
+    label: str = "archive",
+    writers: int = DEFAULT_WRITERS,
+    progress: Progress | None = None,
+) -> ExtractResult:
+    """Extract the tar.zst arriving as ``chunks`` into ``target``, which must not exist.
+
+    ``target`` is created, filled and returned complete, or removed on any error.
+    When ``expected_digest`` is given, bytes that hash otherwise raise IntegrityError
+    naming both digests. ``label`` names the archive in messages (e.g. the layer).
+    """
+    target = Path(os.path.abspath(target))
+    target.mkdir()
+    source = _HashingChunkReader(chunks, progress)
+    extraction = _Extraction(target, writers)
+    try:
+        try:
+            _read_members(source, extraction)
+            extraction.finish()
+        except (zstandard.ZstdError, tarfile.TarError) as error:
+            extraction.abandon()
+            _check_digest(source, expected_digest, label)
+            raise PodenvError(f"{label} is not a valid tar.zst layer: {error}.") from None
+        except BaseException:
+            extraction.abandon()
+            raise
+        _check_digest(source, expected_digest, label)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return ExtractResult(source.digest, source.size, extraction.file_count, extraction.bytes_written)
+
+
+def read_file_chunks(path: Path, chunk_size: int = READ_SIZE) -> Iterator[bytes]:
+    with open(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            yield chunk
+
+
+def extract_file(
+    archive: Path,
+    target: Path,
+    *,
+    expected_digest: str | None = None,
+    writers: int = DEFAULT_WRITERS,
+    progress: Progress | None = None,
+) -> ExtractResult:
+    """Extract a tar.zst file; see :func:`extract_stream`."""
+    return extract_stream(
+        read_file_chunks(archive),
+        target,
+        expected_digest=expected_digest,
+        label=f"archive '{archive}'",
+        writers=writers,
+        progress=progress,
+    )
