@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 from podenv.errors import PodenvError
+from podenv.fileio import read_file_chunks
 
 DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
-_READ_SIZE = 1 << 20
 
 
 def format_digest(hexdigest: str) -> str:
@@ -27,7 +27,6 @@ def digest_bytes(data: bytes) -> str:
 
 def digest_file(path: Path) -> str:
     hasher = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_READ_SIZE):
-            hasher.update(chunk)
+    for chunk in read_file_chunks(path):
+        hasher.update(chunk)
     return format_digest(hasher.hexdigest())

@@ -26,6 +26,7 @@ import zstandard
 
 from podenv.digests import format_digest
 from podenv.errors import IntegrityError, PodenvError, UnsafeArchiveError
+from podenv.fileio import read_file_chunks
 from podenv.progress import Progress
 
 DEFAULT_WRITERS = 16
@@ -293,12 +294,6 @@ def extract_stream(
         shutil.rmtree(target, ignore_errors=True)
         raise
     return ExtractResult(source.digest, source.size, extraction.file_count, extraction.bytes_written)
-
-
-def read_file_chunks(path: Path, chunk_size: int = READ_SIZE) -> Iterator[bytes]:
-    with open(path, "rb") as stream:
-        while chunk := stream.read(chunk_size):
-            yield chunk
 
 
 def extract_file(

