@@ -83,9 +83,7 @@ def fail(sentence: str) -> None:
 def require_tools(*names: str) -> None:
     for name in names:
         if shutil.which(name) is None:
-            fail(
-                f"the `{name}` command is not on PATH; install it (e.g. apt-get install -y {name})."
-            )
+            fail(f"the `{name}` command is not on PATH; install it (e.g. apt-get install -y {name}).")
 
 
 def measure_tree(root: Path) -> TreeSize:
@@ -129,9 +127,7 @@ def pipeline(first: list[str], second: list[str]) -> None:
     producer.stdout.close()
     codes = (consumer.wait(), producer.wait())
     if any(codes):
-        raise subprocess.CalledProcessError(
-            max(codes), shlex.join(first) + " | " + shlex.join(second)
-        )
+        raise subprocess.CalledProcessError(max(codes), shlex.join(first) + " | " + shlex.join(second))
 
 
 def tar_zstd_write(tree: Path, output: Path) -> list[list[str]]:
@@ -216,14 +212,10 @@ def run_cases(cases: list[Case], repeat: int) -> dict[str, list[float]]:
     return samples
 
 
-def make_row(
-    operation: str, ours: str, baseline: str, samples: dict[str, list[float]], unpacked: int
-) -> Row:
+def make_row(operation: str, ours: str, baseline: str, samples: dict[str, list[float]], unpacked: int) -> Row:
     ours_s = statistics.median(samples[ours])
     baseline_s = statistics.median(samples[baseline])
-    return Row(
-        operation, ours, baseline, ours_s, baseline_s, ours_s / baseline_s, unpacked / MB / ours_s
-    )
+    return Row(operation, ours, baseline, ours_s, baseline_s, ours_s / baseline_s, unpacked / MB / ours_s)
 
 
 def make_rows(samples: dict[str, list[float]], unpacked: int) -> list[Row]:
@@ -236,8 +228,7 @@ def make_rows(samples: dict[str, list[float]], unpacked: int) -> list[Row]:
 
 def print_table(rows: list[Row]) -> None:
     print(
-        f"\n{'operation':<9} {'ours s':>8} {'baseline s':>10} {'ratio':>6} {'ours MB/s':>9}  "
-        "ours vs baseline"
+        f"\n{'operation':<9} {'ours s':>8} {'baseline s':>10} {'ratio':>6} {'ours MB/s':>9}  ours vs baseline"
     )
     for row in rows:
         print(
@@ -302,15 +293,9 @@ def report(
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--tree", type=Path, help=f"existing tree to pack (default: build {DEFAULT_TREE})"
-    )
-    parser.add_argument(
-        "--work", type=Path, default=DEFAULT_WORK, help="scratch directory, emptied"
-    )
-    parser.add_argument(
-        "--repeat", type=int, default=3, help="timed runs per case (median reported)"
-    )
+    parser.add_argument("--tree", type=Path, help=f"existing tree to pack (default: build {DEFAULT_TREE})")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch directory, emptied")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (median reported)")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory afterwards")
     return parser.parse_args()

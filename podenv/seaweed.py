@@ -124,7 +124,9 @@ class SeaweedServer:
                 return
             time.sleep(0.25)
         self.stop()
-        raise PodenvError(f"SeaweedFS did not answer within {_START_TIMEOUT:.0f}s; see {self.data_dir / 'weed.log'}.")
+        raise PodenvError(
+            f"SeaweedFS did not answer within {_START_TIMEOUT:.0f}s; see {self.data_dir / 'weed.log'}."
+        )
 
     def _bucket_answers(self) -> bool:
         """True once an anonymous request to the bucket is answered (403 is an answer)."""

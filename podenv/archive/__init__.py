@@ -2,7 +2,13 @@
 streaming reader that hashes, decompresses and safely extracts in one pass."""
 
 from podenv.archive.reader import ExtractResult, extract_file, extract_stream
-from podenv.archive.writer import ArchiveEntry, ArchiveInfo, entries_from_tree, pack_tree, write_archive
+from podenv.archive.writer import (
+    ArchiveEntry,
+    ArchiveInfo,
+    entries_from_tree,
+    pack_tree,
+    write_archive,
+)
 
 __all__ = [
     "ArchiveEntry",

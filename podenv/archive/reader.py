@@ -165,7 +165,8 @@ class _Extraction:
             self._add_hardlink(member, name)
         else:
             raise UnsafeArchiveError(
-                f"archive member '{member.name}' is a device, fifo or other special file; refusing to extract."
+                f"archive member '{member.name}' is a device, fifo or other special file; "
+                "refusing to extract."
             )
         self.file_count += 1
 

@@ -9,6 +9,7 @@ zstd runs multi-threaded, whose output does not depend on the number of threads.
 
 import hashlib
 import io
+import itertools
 import os
 import stat
 import tarfile
@@ -68,7 +69,9 @@ def entries_from_tree(root: Path) -> list[ArchiveEntry]:
                 executable = bool(info.st_mode & 0o111)
                 entries.append(ArchiveEntry(relative, "file", source=path, executable=executable))
             else:
-                raise PodenvError(f"cannot pack '{path}': only files, directories and symlinks go into a layer.")
+                raise PodenvError(
+                    f"cannot pack '{path}': only files, directories and symlinks go into a layer."
+                )
     return entries
 
 
@@ -121,7 +124,7 @@ def _add_entry(tar: tarfile.TarFile, entry: ArchiveEntry) -> int:
 
 def _sorted_unique(entries: Iterable[ArchiveEntry]) -> list[ArchiveEntry]:
     ordered = sorted(entries, key=lambda entry: entry.name)
-    for previous, current in zip(ordered, ordered[1:], strict=False):
+    for previous, current in itertools.pairwise(ordered):
         if previous.name == current.name:
             raise PodenvError(f"two archive entries are named '{current.name}'; names must be unique.")
     return ordered
@@ -154,7 +157,10 @@ def write_archive(
             with (
                 compressor.stream_writer(sink, closefd=False) as compressed,
                 tarfile.open(
-                    fileobj=compressed, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=_COPY_BUFFER
+                    fileobj=compressed,
+                    mode="w|",
+                    format=tarfile.PAX_FORMAT,
+                    copybufsize=_COPY_BUFFER,
                 ) as tar,
             ):
                 for entry in ordered:

@@ -125,4 +125,3 @@ class FileBackend:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-

@@ -13,9 +13,9 @@ the streaming extractor needs.
 
 import os
 from collections import deque
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlparse
@@ -52,8 +52,8 @@ class S3Backend:
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self.url = url.rstrip("/")
-        self.endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
-            "AWS_ENDPOINT_URL"
+        self.endpoint = (
+            endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )
         self.transfer = transfer or TransferConfig()
         if not self.bucket:
@@ -115,7 +115,9 @@ class S3Backend:
         code = str(error.response.get("Error", {}).get("Code", ""))
         status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         if code == "NoSuchBucket":
-            raise StoreError(f"the bucket '{self.bucket}' does not exist at {self._where()}; create it first.") from None
+            raise StoreError(
+                f"the bucket '{self.bucket}' does not exist at {self._where()}; create it first."
+            ) from None
         if code in _NOT_FOUND or status in _NOT_FOUND:
             raise NotFoundError(f"{key} does not exist in {self.url}.") from None
         if code in _PRECONDITION or status in _PRECONDITION:
@@ -224,10 +226,10 @@ class S3Backend:
             os.close(descriptor)
 
     def _abort_quietly(self, key: str, upload_id: str) -> None:
-        try:
+        # The original failure is what the user must see; a failed abort only leaves parts
+        # that the bucket's lifecycle rule for incomplete uploads removes.
+        with suppress(Exception):
             self._call(self._client.abort_multipart_upload, key, UploadId=upload_id)
-        except Exception:  # noqa: BLE001 - the original failure is what the user must see
-            pass
 
     def list_keys(self, prefix: str) -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")

@@ -66,7 +66,9 @@ class Store:
         """Upload ``path`` as a blob unless the store has it; the digest is always checked."""
         actual = digest_file(path)
         if digest is not None and actual != digest:
-            raise IntegrityError(f"{path} hashes to {actual}, not to the expected {digest}; nothing was uploaded.")
+            raise IntegrityError(
+                f"{path} hashes to {actual}, not to the expected {digest}; nothing was uploaded."
+            )
         size = path.stat().st_size
         if self._has_blob_of_size(actual, size):
             return BlobUpload(actual, size, uploaded=False)
@@ -151,7 +153,11 @@ class Store:
 
     def list_versions(self, name: str) -> list[str]:
         prefix = f"releases/{check_name('env name', name)}/"
-        return [key[len(prefix) : -len(".json")] for key in self.backend.list_keys(prefix) if key.endswith(".json")]
+        return [
+            key[len(prefix) : -len(".json")]
+            for key in self.backend.list_keys(prefix)
+            if key.endswith(".json")
+        ]
 
     # Channels
 

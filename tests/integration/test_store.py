@@ -130,7 +130,7 @@ def test_missing_things_are_named(store: Store, tmp_path: Path) -> None:
     missing = "sha256:" + "b" * 64
     with pytest.raises(NotFoundError, match=missing):
         store.read_blob(missing)
-    with pytest.raises(NotFoundError, match="release tts 0.0.1 does not exist"):
+    with pytest.raises(NotFoundError, match=r"release tts 0\.0\.1 does not exist"):
         store.get_release("tts", "0.0.1")
     assert store.read_channel("tts", "stable") is None
     assert not (tmp_path / "x").exists()

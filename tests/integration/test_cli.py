@@ -1,0 +1,133 @@
+"""The podenv command as a user runs it: a real process, real files, the real S3 server."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.manifests import example_manifest
+
+
+def podenv(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "podenv.cli", *arguments],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "tool").write_text("#!/bin/sh\necho hi\n")
+    (root / "bin" / "tool").chmod(0o755)
+    (root / "lib").mkdir()
+    (root / "lib" / "data.bin").write_bytes(os.urandom(100_000))
+    (root / "lib" / "alias").symlink_to("data.bin")
+    return root
+
+
+def test_help_lists_the_commands() -> None:
+    result = podenv("--help")
+    assert result.returncode == 0
+    for command in ("pack", "unpack", "blob", "manifest"):
+        assert f"    {command} " in result.stdout
+
+
+def test_pack_then_unpack(tree: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "layer.tar.zst"
+    packed = podenv("pack", str(tree), str(archive))
+    assert packed.returncode == 0, packed.stderr
+    digest = packed.stdout.strip()
+    assert digest.startswith("sha256:")
+    assert "packed" in packed.stderr and "3 files" in packed.stderr
+
+    target = tmp_path / "out"
+    unpacked = podenv("--log-format", "json", "unpack", str(archive), str(target), "--digest", digest)
+
+    assert unpacked.returncode == 0, unpacked.stderr
+    summary = json.loads(unpacked.stderr.strip().splitlines()[-1])
+    assert summary["digest"] == digest and summary["files"] == 3
+    assert (target / "lib" / "data.bin").read_bytes() == (tree / "lib" / "data.bin").read_bytes()
+    assert os.access(target / "bin" / "tool", os.X_OK)
+
+
+def test_unpack_with_wrong_digest_fails_and_leaves_nothing(tree: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "layer.tar.zst"
+    podenv("pack", str(tree), str(archive))
+    target = tmp_path / "out"
+
+    result = podenv("unpack", str(archive), str(target), "--digest", "sha256:" + "0" * 64)
+
+    assert result.returncode == 7
+    assert result.stderr.startswith("podenv: error: archive")
+    assert "is corrupt: expected sha256:000" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not target.exists()
+
+
+def test_unpack_refuses_an_existing_target(tree: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "layer.tar.zst"
+    podenv("pack", str(tree), str(archive))
+    result = podenv("unpack", str(archive), str(tree))
+    assert result.returncode == 1
+    assert "exists already" in result.stderr
+
+
+def test_blob_put_and_get_through_s3(tree: Path, tmp_path: Path, s3_environment: dict[str, str]) -> None:
+    archive = tmp_path / "layer.tar.zst"
+    podenv("pack", str(tree), str(archive))
+    store = "s3://podenv/cli-test"
+
+    first = podenv("blob", "put", str(archive), "--store", store)
+    second = podenv("blob", "put", str(archive), env={"PODENV_STORE": store})
+    fetched = podenv("blob", "get", first.stdout.strip(), str(tmp_path / "copy"), "--store", store)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "uploaded sha256:" in first.stderr
+    assert "nothing uploaded" in second.stderr
+    assert fetched.returncode == 0, fetched.stderr
+    assert (tmp_path / "copy").read_bytes() == archive.read_bytes()
+    assert s3_environment["AWS_SECRET_ACCESS_KEY"] not in first.stderr + second.stderr + fetched.stderr
+
+
+def test_blob_commands_need_a_store(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "PODENV_STORE"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "podenv.cli",
+            "blob",
+            "get",
+            "sha256:" + "0" * 64,
+            str(tmp_path / "x"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "pass --store URL or set PODENV_STORE" in result.stderr
+
+
+def test_manifest_command(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(example_manifest()))
+    bad_document = example_manifest()
+    bad_document["layers"][0]["digest"] = "nope"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(bad_document))
+
+    ok = podenv("manifest", str(good))
+    refused = podenv("manifest", str(bad))
+
+    assert ok.returncode == 0 and ok.stdout.startswith("tts 1.0.0 sha256:")
+    assert refused.returncode == 9
+    assert "release manifest is invalid at $.layers[0].digest" in refused.stderr
