@@ -10,7 +10,9 @@ about 14,600 files and 760 MB):
 
 Every case first runs once untimed (warm-up: the page cache cannot be dropped reliably, so
 all runs read a warm cache), then ``--repeat`` times, interleaved, and the median is
-reported. Outputs are removed between runs, outside the timed section. Ratios are
+reported. Before each run its output is removed and ``sync`` flushes dirty pages left by
+earlier runs, both outside the timed section; a run is timed until it returns, not until
+its data is on disk (``pack_tree`` fsyncs its archive, the baselines do not). Ratios are
 ours / baseline, so above 1 means ours is slower; MB/s is ours, by unpacked bytes.
 
 Run from the repository root with the venv active::
@@ -192,7 +194,9 @@ def remove(path: Path) -> None:
 
 
 def time_once(case: Case) -> float:
+    """Time one run, after removing its output and flushing dirty pages (both untimed)."""
     remove(case.output)
+    os.sync()
     start = time.perf_counter()
     case.run()
     return time.perf_counter() - start
@@ -271,6 +275,7 @@ def report(
         "tree": {"path": str(tree), "files": size.files, "bytes": size.bytes},
         "repeat": args.repeat,
         "warm_up": "one untimed run of every case first; page cache not dropped",
+        "between_runs": "output removed, then os.sync(), both untimed",
         "read_archive": "ours (pack_tree output) for both sides",
         "cpu_count": os.cpu_count(),
         "tools": {

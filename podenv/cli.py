@@ -61,8 +61,6 @@ def run_unpack(arguments: argparse.Namespace) -> int:
     if not archive.is_file():
         raise PodenvError(f"{archive} does not exist or is not a file.")
     target = Path(arguments.target)
-    if target.exists():
-        raise PodenvError(f"{target} exists already; unpack creates its target and never overwrites.")
     started = time.monotonic()
     progress = Progress("unpack", total=archive.stat().st_size)
     result = extract_file(

@@ -46,6 +46,84 @@ class ExtractResult:
     bytes_written: int
 
 
+class _FrameWalker:
+    """Follows the zstd frame structure (headers and block sizes only) of the bytes that pass,
+    so that input ending inside a frame (a truncated archive) can be told from a whole one:
+    the zstandard stream reader reports neither a missing end nor a missing checksum."""
+
+    _ZSTD_MAGIC = 0xFD2FB528
+
+    def __init__(self) -> None:
+        self._state = "magic"
+        self._need = 4
+        self._field = bytearray()
+        self._skip = 0
+        self._checksum = False
+        self._broken = False
+        self.frames = 0
+
+    @property
+    def complete(self) -> bool:
+        at_boundary = self._state == "magic" and not self._field and not self._skip
+        return not self._broken and at_boundary and self.frames > 0
+
+    def feed(self, data: bytes) -> None:
+        position, end = 0, len(data)
+        while position < end and not self._broken:
+            if self._skip:
+                step = min(self._skip, end - position)
+                self._skip -= step
+                position += step
+                continue
+            take = min(self._need - len(self._field), end - position)
+            self._field += data[position : position + take]
+            position += take
+            if len(self._field) == self._need:
+                value = int.from_bytes(self._field, "little")
+                self._field = bytearray()
+                self._advance(value)
+
+    def _expect(self, state: str, need: int) -> None:
+        self._state, self._need = state, need
+
+    def _advance(self, value: int) -> None:
+        if self._state == "magic":
+            if value == self._ZSTD_MAGIC:
+                self._expect("descriptor", 1)
+            elif value & 0xFFFFFFF0 == 0x184D2A50:
+                self._expect("skippable", 4)
+            else:
+                self._broken = True  # the decompressor reports it
+        elif self._state == "skippable":
+            self._skip = value
+            self.frames += 1
+            self._expect("magic", 4)
+        elif self._state == "descriptor":
+            single_segment = bool(value & 0x20)
+            self._checksum = bool(value & 0x04)
+            rest = (0 if single_segment else 1) + (0, 1, 2, 4)[value & 3]
+            rest += (1 if single_segment else 0, 2, 4, 8)[value >> 6]
+            self._expect("header", rest) if rest else self._expect("block", 3)
+        elif self._state == "header":
+            self._expect("block", 3)
+        elif self._state == "block":
+            kind, size = (value >> 1) & 3, value >> 3
+            if kind == 3:
+                self._broken = True
+                return
+            self._skip = 1 if kind == 1 else size
+            if not value & 1:
+                self._expect("block", 3)
+            elif self._checksum:
+                self._expect("checksum", 4)
+            else:
+                self.frames += 1
+                self._expect("magic", 4)
+        elif self._state == "checksum":
+            self.frames += 1
+            self._expect("magic", 4)
+
+
 class _HashingChunkReader:
     """A ``read(size)`` view of an iterator of byte chunks that hashes every byte it pulls."""
 
@@ -55,11 +133,15 @@ class _HashingChunkReader:
         self._progress = progress
         self.hasher = hashlib.sha256()
         self.size = 0
+        self.frames = _FrameWalker()
 
     def _pull(self) -> bool:
         chunk = next(self._chunks, None)
+        while chunk is not None and not chunk:
+            chunk = next(self._chunks, None)  # an empty chunk is not the end of the stream
         if chunk is None:
             return False
+        self.frames.feed(chunk)
         self.hasher.update(chunk)
         self.size += len(chunk)
         if self._progress is not None:
@@ -235,6 +317,16 @@ class _Extraction:
         self._pool.shutdown(wait=True)
         if self._failure is not None:
             raise self._failure
+        # A link checked when it was made can escape through a link made after it
+        # ('x -> d/../outside' before 'd -> .'): check them all once every link exists.
+        root = os.path.realpath(self.target)
+        for name in sorted(self._symlinks):
+            resolved = os.path.realpath(self.target / name)
+            if os.path.commonpath([resolved, root]) != root:
+                raise UnsafeArchiveError(
+                    f"archive member '{name}' links outside the target through another link "
+                    f"('{resolved}'); refusing to extract."
+                )
 
     def abandon(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -249,6 +341,8 @@ def _read_members(source: _HashingChunkReader, extraction: _Extraction) -> None:
             extraction.add(tar, member)
     while decompressed.read(READ_SIZE):
         pass  # the end-of-archive padding and any trailing frame still count
+    if not source.frames.complete:
+        raise zstandard.ZstdError("the data ends inside a zstd frame (truncated)")
 
 
 def _check_digest(source: _HashingChunkReader, expected: str | None, label: str) -> None:
@@ -276,7 +370,12 @@ def extract_stream(
     naming both digests. ``label`` names the archive in messages (e.g. the layer).
     """
     target = Path(os.path.abspath(target))
-    target.mkdir()
+    try:
+        target.mkdir()
+    except FileExistsError:
+        raise PodenvError(
+            f"{target} exists already; extraction creates its target and never overwrites."
+        ) from None
     source = _HashingChunkReader(chunks, progress)
     extraction = _Extraction(target, writers)
     try:
@@ -287,6 +386,11 @@ def extract_stream(
             extraction.abandon()
             _check_digest(source, expected_digest, label)
             raise PodenvError(f"{label} is not a valid tar.zst layer: {error}.") from None
+        except Exception:
+            extraction.abandon()
+            if expected_digest is not None:
+                _check_digest(source, expected_digest, label)  # corruption explains the rest
+            raise
         except BaseException:
             extraction.abandon()
             raise
