@@ -10,11 +10,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from podenv import __version__
 from podenv.errors import PodenvError
 from podenv.log import LOG_FORMATS, configure, get_logger
 from podenv.progress import Progress, human_bytes
+
+if TYPE_CHECKING:
+    from podenv.lock import PypiPackage
 
 _log = get_logger("cli")
 
@@ -133,6 +137,40 @@ def run_manifest(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _flags(package: "PypiPackage") -> str:
+    flags = []
+    if package.kind != "wheel":
+        flags.append(package.kind.upper())
+    if package.sha256 is None:
+        flags.append("NO-HASH")
+    return ",".join(flags)
+
+
+def run_plan(arguments: argparse.Namespace) -> int:
+    import json
+
+    from podenv.lock import read_plan
+
+    plan = read_plan(Path(arguments.lockfile), arguments.env, arguments.platform)
+    if arguments.json:
+        print(json.dumps(plan.to_json(), indent=2))
+        return 0
+    cuda = plan.cuda or "none"
+    print(f"# {plan.lock_path} (lock v{plan.lock_version}) environment {plan.environment} on {plan.platform}")
+    print(f"# channels: {', '.join(plan.channels)}; CUDA required: {cuda}")
+    for conda in plan.conda:
+        print(f"conda {conda.name} {conda.version} {conda.build} {conda.url} sha256:{conda.sha256 or '-'}")
+    for pypi in plan.pypi:
+        hash_text = f"sha256:{pypi.sha256}" if pypi.sha256 else "sha256:-"
+        print(f"pypi  {pypi.name} {pypi.version} {pypi.location} {hash_text} {_flags(pypi)}".rstrip())
+    flagged = [package for package in plan.pypi if _flags(package)]
+    print(
+        f"# {len(plan.conda)} conda and {len(plan.pypi)} PyPI packages; "
+        f"{len(flagged)} flagged (SDIST: built at install time, NO-HASH: not verifiable)"
+    )
+    return 0
+
+
 def _add_store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--store", help="file:///PATH or s3://BUCKET/PREFIX (default: $PODENV_STORE)")
 
@@ -171,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("output")
     _add_store_option(get)
     get.set_defaults(run=run_blob_get)
+
+    plan = commands.add_parser("plan", help="print what a lock installs for one environment and platform")
+    plan.add_argument("lockfile")
+    plan.add_argument("--env", required=True, help="pixi environment name")
+    plan.add_argument("--platform", default="linux-64", help="conda platform (default linux-64)")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(run=run_plan)
 
     manifest = commands.add_parser("manifest", help="validate a release manifest and print its digest")
     manifest.add_argument("file")

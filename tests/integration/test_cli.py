@@ -131,3 +131,26 @@ def test_manifest_command(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.startswith("tts 1.0.0 sha256:")
     assert refused.returncode == 9
     assert "release manifest is invalid at $.layers[0].digest" in refused.stderr
+
+
+REFERENCE_LOCK = Path(__file__).parents[2].parent / "shared" / "reference" / "pixi-example" / "pixi.lock"
+
+
+def test_plan_prints_every_package_and_flags_sdists() -> None:
+    result = podenv("plan", str(REFERENCE_LOCK), "--env", "default", "--platform", "linux-64")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("conda ") for line in lines) == 41
+    assert sum(line.startswith("pypi ") for line in lines) == 89
+    assert sum(line.endswith(" SDIST") for line in lines) == 5
+    assert lines[-1].startswith("# 41 conda and 89 PyPI packages; 5 flagged")
+
+
+def test_plan_json_and_refusal() -> None:
+    as_json = podenv("plan", str(REFERENCE_LOCK), "--env", "default", "--json")
+    missing = podenv("plan", str(REFERENCE_LOCK), "--env", "tts")
+
+    assert json.loads(as_json.stdout)["lock_version"] == 6
+    assert missing.returncode == 1
+    assert "has no environment 'tts'" in missing.stderr
