@@ -217,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(run=run_plan)
 
+    from podenv import cli_build
+
+    cli_build.register(commands, _add_store_option, _store)
+
     manifest = commands.add_parser("manifest", help="validate a release manifest and print its digest")
     manifest.add_argument("file")
     manifest.set_defaults(run=run_manifest)

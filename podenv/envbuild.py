@@ -1,0 +1,209 @@
+"""Build box: install exactly what pixi.lock pins into a prefix, then pack it as a layer.
+
+Conda packages are linked by py-rattler (pixi's own engine, no link scripts), then the
+lock's PyPI packages by uv from their locked URLs with their hashes. Byte-code is
+compiled once here, in unchecked-hash mode with no absolute paths in it, so that the
+layer is deterministic and a worker never writes ``__pycache__`` onto its volume.
+"""
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podenv.archive import ArchiveEntry, ArchiveInfo, write_archive
+from podenv.errors import PodenvError
+from podenv.lock import InstallPlan, PypiPackage, conda_records, read_plan
+from podenv.log import get_logger
+from podenv.progress import Progress, human_bytes
+
+_log = get_logger("envbuild")
+RELOCATIONS_FILE = "conda-meta/podenv-relocations.json"
+
+
+class EnvBuildError(PodenvError):
+    """The environment could not be installed or packed."""
+
+
+@dataclass(frozen=True)
+class EnvInstall:
+    prefix: Path
+    plan: InstallPlan
+    seconds: float
+
+
+def _check_pypi_hashes(plan: InstallPlan, allow_unhashed: tuple[str, ...]) -> None:
+    unhashed = [p.name for p in plan.pypi if p.sha256 is None and p.name not in allow_unhashed]
+    if unhashed:
+        raise EnvBuildError(
+            f"the lock has PyPI packages without a hash ({', '.join(unhashed)}); "
+            "lock them with hashes, or list them under allow_unhashed in the env YAML."
+        )
+    for package in plan.pypi:
+        if package.kind != "wheel":
+            _log.warning(
+                f"{package.name} {package.version} is a {package.kind}, built at install time: "
+                "its bytes may differ between builds",
+                extra={"fields": {"package": package.name, "kind": package.kind}},
+            )
+
+
+def _install_conda(plan: InstallPlan, lock_path: Path, prefix: Path, cache_dir: Path) -> None:
+    from rattler import install
+
+    records = conda_records(lock_path, plan.environment, plan.platform)
+    _log.info(f"linking {len(records)} conda packages into {prefix}")
+    asyncio.run(
+        install(
+            records,
+            target_prefix=prefix,
+            cache_dir=cache_dir / "pkgs",
+            execute_link_scripts=False,
+            show_progress=False,
+        )
+    )
+
+
+def _requirement_line(package: PypiPackage) -> str:
+    line = f"{package.name} @ {package.location}"
+    return f"{line} --hash=sha256:{package.sha256}" if package.sha256 else line
+
+
+def _install_pypi(plan: InstallPlan, prefix: Path, cache_dir: Path) -> None:
+    if not plan.pypi:
+        return
+    from uv import find_uv_bin
+
+    requirements = prefix.parent / f".{prefix.name}.requirements.txt"
+    requirements.write_text("".join(_requirement_line(p) + "\n" for p in plan.pypi))
+    all_hashed = all(p.sha256 for p in plan.pypi)
+    command = [
+        find_uv_bin(), "pip", "install", "--no-config", "--no-deps", "--link-mode", "copy",
+        "--python", str(prefix / "bin" / "python"), "--cache-dir", str(cache_dir / "uv"),
+        "--require-hashes" if all_hashed else "--verify-hashes", "-r", str(requirements),
+    ]  # fmt: skip
+    _log.info(f"installing {len(plan.pypi)} PyPI packages with uv")
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+    finally:
+        requirements.unlink(missing_ok=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvBuildError(f"uv could not install the lock's PyPI packages: {last}")
+
+
+def _compile_bytecode(prefix: Path) -> None:
+    """Replace whatever byte-code the installers wrote with deterministic, path-free byte-code."""
+    for cache in sorted(prefix.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    python = prefix / "bin" / "python"
+    if not python.exists():
+        return
+    command = [
+        str(python), "-m", "compileall", "-q", "-j", "1", "--invalidation-mode", "unchecked-hash",
+        "-s", str(prefix), "-p", "/", "-x", r"/(test|tests)/", str(prefix),
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode not in (0, 1):  # 1: some file did not compile (py2 leftovers); harmless
+        raise EnvBuildError(f"compiling byte-code failed: {result.stderr.strip()[-300:]}")
+
+
+def install_env(
+    lock_path: Path,
+    environment: str,
+    platform: str,
+    prefix: Path,
+    cache_dir: Path,
+    allow_unhashed: tuple[str, ...] = (),
+) -> EnvInstall:
+    """Install the locked environment into ``prefix`` (which must not exist): whole or absent."""
+    started = time.monotonic()
+    plan = read_plan(lock_path, environment, platform)
+    _check_pypi_hashes(plan, allow_unhashed)
+    if prefix.exists():
+        raise EnvBuildError(f"{prefix} exists already; remove it to rebuild the environment.")
+    try:
+        _install_conda(plan, lock_path, prefix, cache_dir)
+        _install_pypi(plan, prefix, cache_dir)
+        _compile_bytecode(prefix)
+    except BaseException:
+        shutil.rmtree(prefix, ignore_errors=True)
+        raise
+    return EnvInstall(prefix, plan, time.monotonic() - started)
+
+
+def sbom(plan: InstallPlan) -> dict[str, list[dict[str, Any]]]:
+    """The packages of the env, for the release manifest."""
+    conda = [
+        {"name": p.name, "version": p.version, "build": p.build, "url": p.url, "sha256": p.sha256}
+        for p in plan.conda
+    ]
+    pypi = [{"name": p.name, "version": p.version, "url": p.location, "sha256": p.sha256} for p in plan.pypi]
+    return {"conda": conda, "pypi": pypi}
+
+
+class _EntryCollector:
+    """Receives conda-pack's packing calls and keeps them as archive entries.
+
+    conda-pack decides what goes into the archive (conda-managed files from the package
+    cache with their original prefix placeholders, unmanaged files from the prefix, its
+    activate and conda-unpack scripts); our deterministic writer decides how.
+    Rewritten contents are kept in memory; unchanged files are kept as paths.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, ArchiveEntry] = {}
+
+    def add(self, source: str, target: str) -> None:
+        path = Path(source)
+        if path.is_symlink():
+            entry = ArchiveEntry(target, "symlink", link_target=str(path.readlink()))
+        elif path.is_dir():
+            entry = ArchiveEntry(target, "dir")
+        else:
+            entry = ArchiveEntry(target, "file", source=path, executable=_is_executable(path))
+        self.entries[target] = entry
+
+    def add_bytes(self, source: str, data: bytes, target: str) -> None:
+        path = Path(source)
+        executable = _is_executable(path)
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
+        else:
+            self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+
+
+def _is_executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o111)
+
+
+def pack_env(prefix: Path, output: Path, progress: Progress | None = None) -> ArchiveInfo:
+    """Pack ``prefix`` with conda-pack's file selection into a deterministic tar.zst."""
+    import conda_pack
+    from conda_pack.core import Packer
+
+    try:
+        env = conda_pack.CondaEnv.from_prefix(str(prefix))
+    except conda_pack.CondaPackException as error:
+        raise EnvBuildError(f"conda-pack refused {prefix}: {' '.join(str(error).split())}") from None
+    collector = _EntryCollector()
+    packer = Packer(str(prefix), collector)
+    for file in env.files:
+        packer.add(file)
+    packer.finish()
+    relocations = [list(record) for record in sorted(packer.prefixes)]
+    collector.entries[RELOCATIONS_FILE] = ArchiveEntry(
+        RELOCATIONS_FILE, "file", data=json.dumps({"prefixes": relocations}, indent=1).encode()
+    )
+    started = time.monotonic()
+    info = write_archive(collector.entries.values(), output, progress=progress)
+    _log.info(
+        f"packed {output.name}: {human_bytes(info.size)} from {human_bytes(info.unpacked_size)} "
+        f"in {info.files} files, {info.digest}, {time.monotonic() - started:.1f}s",
+        extra={"fields": {"digest": info.digest, "size": info.size, "files": info.files}},
+    )
+    return info

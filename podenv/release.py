@@ -1,0 +1,183 @@
+"""Releases: assemble the manifest from built layers, publish it, move channel pointers.
+
+Publishing goes blobs first, then the immutable release, then the channel: a reader that
+sees a release can always fetch its blobs, and a channel never points at a missing
+release. Re-running an interrupted publish completes it; publishing different content
+under an existing version is refused before a byte is uploaded.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podenv import __version__
+from podenv.archive import ArchiveInfo
+from podenv.digests import digest_file
+from podenv.envbuild import sbom
+from podenv.envspec import EnvSpec
+from podenv.errors import AlreadyExistsError, NotFoundError
+from podenv.lock import read_plan
+from podenv.log import get_logger
+from podenv.manifest import LAYER_MEDIA_TYPE, SCHEMA_VERSION, Manifest, canonical_json
+from podenv.progress import Progress, human_bytes
+from podenv.store import Store
+
+_log = get_logger("release")
+
+
+def layer_document(
+    info: ArchiveInfo, kind: str, name: str, target: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A layer as the manifest records it."""
+    document = {
+        "kind": kind,
+        "name": name,
+        "media_type": LAYER_MEDIA_TYPE,
+        "digest": info.digest,
+        "size": info.size,
+        "unpacked_size": info.unpacked_size,
+        "files": info.files,
+        "target": target,
+    }
+    document.update(extra or {})
+    return document
+
+
+def write_layer_info(path: Path, layer: dict[str, Any], archive: Path) -> None:
+    """The build's record of one layer: its manifest entry and where its archive lies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"layer": layer, "archive": str(archive)}, indent=2, sort_keys=True) + "\n")
+
+
+def read_layer_info(path: Path) -> tuple[dict[str, Any], Path]:
+    document = json.loads(path.read_text())
+    return document["layer"], Path(document["archive"])
+
+
+def _git_commit(workdir: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+def _timestamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _created() -> str:
+    """Release time; SOURCE_DATE_EPOCH pins it for reproducible manifests."""
+    return _timestamp(int(os.environ.get("SOURCE_DATE_EPOCH", time.time())))
+
+
+def make_manifest(
+    spec: EnvSpec, lock_path: Path, layer_infos: list[Path], version: str, workdir: Path
+) -> Manifest:
+    plan = read_plan(lock_path, spec.pixi_environment, spec.platform)
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "version": version,
+        "created": _created(),
+        "builder": {"podenv": __version__, "host": socket.gethostname(), "git_commit": _git_commit(workdir)},
+        "inputs": {
+            "lock_digest": digest_file(lock_path),
+            "env_spec_digest": spec.digest,
+            "pixi_environment": spec.pixi_environment,
+        },
+        "platform": spec.platform,
+        "cuda": plan.cuda,
+        "layers": [read_layer_info(path)[0] for path in layer_infos],
+        "sbom": sbom(plan),
+    }
+    return Manifest.from_document(document)
+
+
+@dataclass
+class PublishReport:
+    name: str
+    version: str
+    digest: str
+    uploaded_blobs: list[str] = field(default_factory=list)
+    present_blobs: list[str] = field(default_factory=list)
+    uploaded_bytes: int = 0
+    release_created: bool = False
+    channel: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def _refuse_conflicting_release(store: Store, manifest: Manifest) -> None:
+    try:
+        existing = store.get_release(manifest.name, manifest.version)
+    except NotFoundError:
+        return
+    if existing != manifest.canonical_bytes():
+        raise AlreadyExistsError(
+            f"release {manifest.name} {manifest.version} already exists in {store.url} with other content; "
+            "published releases are never overwritten: set a new version and publish again."
+        )
+
+
+def publish(
+    store: Store, manifest: Manifest, archives: dict[str, Path], channel: str | None = None
+) -> PublishReport:
+    """Upload what the store lacks, then the release, then (if asked) move ``channel`` to it."""
+    _refuse_conflicting_release(store, manifest)
+    report = PublishReport(manifest.name, manifest.version, manifest.digest)
+    for layer in manifest.layers:
+        archive = archives[layer.digest]
+        upload = store.put_blob(archive, layer.digest, Progress(f"upload {layer.name}", total=layer.size))
+        (report.uploaded_blobs if upload.uploaded else report.present_blobs).append(layer.digest)
+        report.uploaded_bytes += upload.size if upload.uploaded else 0
+        state = "uploaded" if upload.uploaded else "already in the store"
+        _log.info(
+            f"layer {layer.name}: {state} ({human_bytes(layer.size)}, {layer.digest})",
+            extra={"fields": {"layer": layer.name, "digest": layer.digest, "uploaded": upload.uploaded}},
+        )
+    report.release_created = store.put_release(manifest.name, manifest.version, manifest.canonical_bytes())
+    if channel is not None:
+        promote(store, manifest.name, manifest.version, channel)
+        report.channel = channel
+    _log.info(
+        f"published {manifest.name} {manifest.version} ({manifest.digest}) to {store.url}: "
+        f"{len(report.uploaded_blobs)} layers uploaded ({human_bytes(report.uploaded_bytes)}), "
+        f"{len(report.present_blobs)} already there" + (f", channel {channel} moved" if channel else ""),
+        extra={"fields": report.to_json()},
+    )
+    return report
+
+
+def _actor() -> str:
+    return os.environ.get("PODENV_ACTOR") or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
+
+
+def promote(store: Store, name: str, version: str, channel: str) -> dict[str, Any]:
+    """Point ``channel`` at ``version`` by compare-and-swap; returns the new pointer."""
+    digest = store.release_digest(name, version)
+    current = store.read_channel(name, channel)
+    previous = None
+    if current is not None:
+        old = json.loads(current.data)
+        previous = {"version": old["version"], "digest": old["digest"]}
+    pointer = {
+        "name": name,
+        "channel": channel,
+        "version": version,
+        "digest": digest,
+        "previous": previous,
+        "updated_at": _timestamp(time.time()),
+        "by": _actor(),
+    }
+    store.write_channel(name, channel, canonical_json(pointer), expected=current)
+    return pointer

@@ -1,0 +1,20 @@
+rule build_model:
+    input:
+        local_model_files,
+    output:
+        archive=f"{BUILD}/{{name}}/models/{{model}}.tar.zst",
+        info=f"{BUILD}/{{name}}/models/{{model}}.json",
+    log:
+        "logs/{name}/model_{model}.log",
+    params:
+        spec=spec_path_of,
+        settings=model_settings,
+    shell:
+        "{PODENV} model build {params.spec} {wildcards.model} --output {output.archive}"
+        " --info {output.info} > {log} 2>&1"
+
+
+rule build_models:
+    input:
+        [info for name in selected_envs() for info in model_layer_infos_of(name)],
+    localrule: True

@@ -1,0 +1,20 @@
+rule publish_release:
+    input:
+        release=f"{BUILD}/{{name}}/release.json",
+        layers=layer_infos,
+    output:
+        receipt=f"{BUILD}/{{name}}/published.json",
+    log:
+        "logs/{name}/publish.log",
+    params:
+        store=store_url(),
+        channel=config["channel"],
+    shell:
+        "{PODENV} publish {input.release} --layers {input.layers} --store {params.store}"
+        " --channel '{params.channel}' --receipt {output.receipt} > {log} 2>&1"
+
+
+rule publish:
+    input:
+        expand(f"{BUILD}/{{name}}/published.json", name=selected_envs()),
+    localrule: True

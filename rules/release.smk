@@ -1,0 +1,20 @@
+rule make_release:
+    input:
+        layers=layer_infos,
+        lock=config["lockfile"],
+        spec=spec_path_of,
+    output:
+        f"{BUILD}/{{name}}/release.json",
+    log:
+        "logs/{name}/release.log",
+    params:
+        version=release_version,
+    shell:
+        "{PODENV} release {input.spec} --lock {input.lock} --layers {input.layers}"
+        " --version {params.version} --output {output} > {log} 2>&1"
+
+
+rule release:
+    input:
+        expand(f"{BUILD}/{{name}}/release.json", name=selected_envs()),
+    localrule: True
