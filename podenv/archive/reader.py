@@ -14,6 +14,7 @@ does not match, the target directory is removed: the caller sees all or nothing.
 
 import hashlib
 import os
+import queue
 import shutil
 import tarfile
 import threading
@@ -33,6 +34,9 @@ DEFAULT_WRITERS = 16
 READ_SIZE = 1 << 20
 # Files up to this size are read whole and written by the pool; larger ones are streamed.
 SMALL_FILE_LIMIT = 8 << 20
+# tarfile copies its buffer on every read: small reads from a 64 KiB buffer cost least.
+_TAR_BUFFER = 64 << 10
+_DECOMPRESSED_QUEUE = 16
 # Upper bound on file contents held in memory while waiting for a writer.
 IN_FLIGHT_LIMIT = 256 << 20
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -332,17 +336,76 @@ class _Extraction:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+class _Decompressor:
+    """Decompresses on its own thread, so that zstd (which releases the GIL) overlaps the
+    tar parsing and file dispatch of the reading thread; ``read`` hands out the result."""
+
+    _END = object()
+
+    def __init__(self, source: _HashingChunkReader) -> None:
+        self._source = source
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=_DECOMPRESSED_QUEUE)
+        self._stopping = threading.Event()
+        self._pending = memoryview(b"")
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name="podenv-zstd", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            stream = zstandard.ZstdDecompressor().stream_reader(
+                self._source, read_size=READ_SIZE, read_across_frames=True
+            )
+            while not self._stopping.is_set() and (chunk := stream.read(READ_SIZE)):
+                self._put(chunk)
+            if not self._stopping.is_set() and not self._source.frames.complete:
+                raise zstandard.ZstdError("the data ends inside a zstd frame (truncated)")
+        except BaseException as error:  # handed to the reading thread, which raises it
+            self._put(error)
+        self._put(self._END)
+
+    def _put(self, item: object) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._pending:
+            if self._finished:
+                return b""
+            item = self._queue.get()
+            if item is self._END:
+                self._finished = True
+                return b""
+            if isinstance(item, BaseException):
+                self._finished = True
+                raise item
+            assert isinstance(item, bytes)
+            self._pending = memoryview(item)
+        if size < 0:
+            size = len(self._pending)
+        piece, self._pending = self._pending[:size], self._pending[size:]
+        return bytes(piece)
+
+    def stop(self) -> None:
+        """Stop decompressing; the source can then be drained by the caller's thread."""
+        self._stopping.set()
+        self._thread.join()
+
+
 def _read_members(source: _HashingChunkReader, extraction: _Extraction) -> None:
-    decompressed = zstandard.ZstdDecompressor().stream_reader(
-        source, read_size=READ_SIZE, read_across_frames=True
-    )
-    with tarfile.open(fileobj=decompressed, mode="r|", bufsize=READ_SIZE) as tar:
-        for member in tar:
-            extraction.add(tar, member)
-    while decompressed.read(READ_SIZE):
-        pass  # the end-of-archive padding and any trailing frame still count
-    if not source.frames.complete:
-        raise zstandard.ZstdError("the data ends inside a zstd frame (truncated)")
+    decompressed = _Decompressor(source)
+    try:
+        with tarfile.open(fileobj=decompressed, mode="r|", bufsize=_TAR_BUFFER) as tar:
+            for member in tar:
+                extraction.add(tar, member)
+        while decompressed.read():
+            pass  # the end-of-archive padding and any trailing frame still count
+    finally:
+        decompressed.stop()
 
 
 def _check_digest(source: _HashingChunkReader, expected: str | None, label: str) -> None:

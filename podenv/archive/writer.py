@@ -160,6 +160,7 @@ def write_archive(
                     fileobj=compressed,
                     mode="w|",
                     format=tarfile.PAX_FORMAT,
+                    bufsize=_COPY_BUFFER,
                     copybufsize=_COPY_BUFFER,
                 ) as tar,
             ):
