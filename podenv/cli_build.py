@@ -39,7 +39,7 @@ def run_env_pack(arguments: argparse.Namespace) -> int:
 
     output = Path(arguments.output)
     info = pack_env(Path(arguments.prefix), output, Progress("pack env"))
-    layer = layer_document(info, "env", "env", "env", {"build_prefix": str(Path(arguments.prefix).resolve())})
+    layer = layer_document(info, "env", "env", "env")
     write_layer_info(Path(arguments.info), layer, output)
     return 0
 
@@ -118,7 +118,9 @@ def register(commands: Any, add_store_option: Any, open_store: Any) -> None:
     pack.add_argument("--info", required=True, help="the layer record (JSON) to write")
     pack.set_defaults(run=run_env_pack)
 
-    model = commands.add_parser("model", help="build one model layer in its cache layout")
+    model_group = commands.add_parser("model", help="build one model layer in its cache layout")
+    model_commands = model_group.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    model = model_commands.add_parser("build", help="fetch a pinned model and pack it as a layer")
     model.add_argument("env_spec", help="envs/<name>.yaml")
     model.add_argument("model", help="the model's name in the env YAML")
     model.add_argument("--output", required=True)

@@ -23,6 +23,11 @@ from podenv.progress import Progress, human_bytes
 
 _log = get_logger("envbuild")
 RELOCATIONS_FILE = "conda-meta/podenv-relocations.json"
+# Stands for the build directory in packed text files, until the worker relocates them.
+BUILD_PREFIX_PLACEHOLDER = "/podenv-build-prefix-placeholder"
+# Files in a built prefix that are not part of the environment: Snakemake's marker of a
+# directory output, and the cache tag rattler writes into every prefix it links.
+_BUILD_MARKERS = (".snakemake_timestamp", "CACHEDIR.TAG")
 
 
 class EnvBuildError(PodenvError):
@@ -152,11 +157,16 @@ class _EntryCollector:
     conda-pack decides what goes into the archive (conda-managed files from the package
     cache with their original prefix placeholders, unmanaged files from the prefix, its
     activate and conda-unpack scripts); our deterministic writer decides how.
+
+    Text that holds the build prefix (scripts uv wrote, conda-pack's own records) gets
+    ``BUILD_PREFIX_PLACEHOLDER`` instead, so the layer does not depend on where it was built.
     Rewritten contents are kept in memory; unchanged files are kept as paths.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, build_prefix: str) -> None:
         self.entries: dict[str, ArchiveEntry] = {}
+        self.holding_prefix: set[str] = set()
+        self._build_prefix = build_prefix
 
     def add(self, source: str, target: str) -> None:
         path = Path(source)
@@ -169,12 +179,46 @@ class _EntryCollector:
         self.entries[target] = entry
 
     def add_bytes(self, source: str, data: bytes, target: str) -> None:
+        from conda_pack.core import is_binary_file
+
         path = Path(source)
         executable = _is_executable(path)
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
+        build_prefix = self._build_prefix.encode()
+        if build_prefix in data and not is_binary_file(data):
+            data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
+            self.holding_prefix.add(target)
+        elif path.stat().st_size == len(data) and path.read_bytes() == data:
             self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
-        else:
-            self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+            return
+        self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+
+    def add_text(self, target: str, text: str, executable: bool) -> None:
+        text = text.replace(self._build_prefix, BUILD_PREFIX_PLACEHOLDER)
+        self.entries[target] = ArchiveEntry(target, "file", data=text.encode(), executable=executable)
+
+    def relocations(self, records: list[tuple[str, str, str]]) -> list[list[str]]:
+        """conda-pack's prefix records, less unmanaged files that never held the prefix."""
+        kept = []
+        for target, placeholder, mode in sorted(records):
+            if placeholder == self._build_prefix:
+                if target not in self.holding_prefix:
+                    continue
+                placeholder = BUILD_PREFIX_PLACEHOLDER
+            kept.append([target, placeholder, mode])
+        return kept
+
+
+def _packer_class() -> type:
+    from conda_pack.core import Packer
+
+    class _Packer(Packer):
+        """conda-pack writes its generated scripts to temporary files it deletes at once;
+        our writer reads later, so generated text goes to the collector as bytes."""
+
+        def _write_text_file(self, fpath: str, ftext: str, executable: bool = False) -> None:
+            self.archive.add_text(fpath, ftext, executable)
+
+    return _Packer
 
 
 def _is_executable(path: Path) -> bool:
@@ -184,20 +228,25 @@ def _is_executable(path: Path) -> bool:
 def pack_env(prefix: Path, output: Path, progress: Progress | None = None) -> ArchiveInfo:
     """Pack ``prefix`` with conda-pack's file selection into a deterministic tar.zst."""
     import conda_pack
-    from conda_pack.core import Packer
 
+    build_prefix = str(prefix.resolve())
     try:
-        env = conda_pack.CondaEnv.from_prefix(str(prefix))
+        env = conda_pack.CondaEnv.from_prefix(build_prefix)
     except conda_pack.CondaPackException as error:
         raise EnvBuildError(f"conda-pack refused {prefix}: {' '.join(str(error).split())}") from None
-    collector = _EntryCollector()
-    packer = Packer(str(prefix), collector)
+    for marker in _BUILD_MARKERS:
+        env = env.exclude(marker)
+    collector = _EntryCollector(build_prefix)
+    packer = _packer_class()(build_prefix, collector)
     for file in env.files:
         packer.add(file)
     packer.finish()
-    relocations = [list(record) for record in sorted(packer.prefixes)]
+    relocations = {
+        "placeholder": BUILD_PREFIX_PLACEHOLDER,
+        "prefixes": collector.relocations(packer.prefixes),
+    }
     collector.entries[RELOCATIONS_FILE] = ArchiveEntry(
-        RELOCATIONS_FILE, "file", data=json.dumps({"prefixes": relocations}, indent=1).encode()
+        RELOCATIONS_FILE, "file", data=json.dumps(relocations, indent=1).encode()
     )
     started = time.monotonic()
     info = write_archive(collector.entries.values(), output, progress=progress)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from conda_package_handling import api as cph_api
-from rattler import Channel, RepoData, RepoDataRecord
+from rattler import Channel, MatchSpec, RepoData, RepoDataRecord
 from rattler.index import index_fs
 
 from podenv.fileio import read_file_chunks
@@ -139,8 +139,9 @@ def channel_url(channel_dir: Path) -> str:
     return Path(channel_dir).resolve().as_uri()
 
 
-def locked_records(channel_dir: Path, names: Iterable[str]) -> list[RepoDataRecord]:
-    """The indexed record of each named package, in the order named, as a lock file carries it."""
+def locked_records(channel_dir: Path, specs: Iterable[str]) -> list[RepoDataRecord]:
+    """The one indexed record matching each spec (``name`` or ``name ==version``), in order,
+    as a lock file carries it."""
     channel_dir = Path(channel_dir).resolve()
     channel = Channel(channel_url(channel_dir))
     by_name: dict[str, list[RepoDataRecord]] = {}
@@ -149,7 +150,7 @@ def locked_records(channel_dir: Path, names: Iterable[str]) -> list[RepoDataReco
         if repodata.exists():
             for record in RepoData.from_path(repodata).into_repo_data(channel):
                 by_name.setdefault(record.name.normalized, []).append(record)
-    return [_one_record(by_name, name) for name in names]
+    return [_one_record(by_name, spec) for spec in specs]
 
 
 def relocatable_python_spec(
@@ -347,9 +348,11 @@ def _interpreter_version(interpreter: Path) -> str:
     return result.stdout.strip()
 
 
-def _one_record(by_name: dict[str, list[RepoDataRecord]], name: str) -> RepoDataRecord:
-    records = by_name.get(name, [])
+def _one_record(by_name: dict[str, list[RepoDataRecord]], spec: str) -> RepoDataRecord:
+    match_spec = MatchSpec(spec)
+    candidates = by_name.get(spec.split()[0], [])
+    records = [record for record in candidates if match_spec.matches(record)]
     if len(records) != 1:
-        found = ", ".join(r.file_name for r in records) or "none"
-        raise ValueError(f"expected one package named {name!r} in the channel, found {found}")
+        found = ", ".join(r.file_name for r in candidates) or "none"
+        raise ValueError(f"expected one package matching {spec!r} in the channel, found {found}")
     return records[0]

@@ -1,0 +1,155 @@
+"""`snakemake build_env build_models release publish` end to end: a local conda channel, a
+pixi.lock written with py-rattler, a real PyPI wheel, and a real S3 server."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podenv.archive import extract_file
+from podenv.demoproject import build_channel_dir, create_project, write_env_spec, write_model
+from podenv.store import open_store
+
+REPOSITORY = Path(__file__).parents[2]
+
+
+def snakemake(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"), "-c2"]
+    command += ["--directory", str(project), *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
+def ran_rules(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The rules Snakemake ran, from its own job lines."""
+    output = result.stdout + result.stderr
+    jobs = [line for line in output.splitlines() if line.startswith(("rule ", "localrule "))]
+    return sorted(line.split()[1].rstrip(":") for line in jobs)
+
+
+@pytest.fixture(scope="module")
+def channel_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("channel")
+    build_channel_dir(directory, ("1.0", "1.1"))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def s3_store(seaweed) -> str:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in seaweed.environment.items():
+            patch.setenv(name, value)
+        yield f"s3://{seaweed.bucket}/pipeline-{os.getpid()}"
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory, channel_dir: Path, s3_store: str) -> Path:
+    project = create_project(tmp_path_factory.mktemp("project"), REPOSITORY, s3_store, channel_dir)
+    result = snakemake(project, "build_env", "build_models", "release", "publish")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project
+
+
+def test_publish_puts_layers_and_release_in_the_store(published: Path, s3_store: str) -> None:
+    receipt = json.loads((published / "build/demo/published.json").read_text())
+    store = open_store(s3_store)
+    release = json.loads(store.get_release("demo", "1.0.0"))
+
+    assert receipt["release_created"] and len(receipt["uploaded_blobs"]) == 2
+    assert [layer["kind"] for layer in release["layers"]] == ["env", "model"]
+    for layer in release["layers"]:
+        assert store.blob_size(layer["digest"]) == layer["size"]
+    assert {p["name"] for p in release["sbom"]["conda"]} == {"python", "greeting"}
+    assert (
+        release["sbom"]["pypi"][0]["sha256"]
+        == "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274"
+    )
+    assert store.release_digest("demo", "1.0.0") == receipt["digest"]
+
+
+def test_packed_env_runs_its_own_python_elsewhere(published: Path, tmp_path: Path) -> None:
+    target = tmp_path / "somewhere" / "else"
+    target.parent.mkdir()
+    extract_file(published / "build/demo/env.tar.zst", target)
+    python = target / "bin" / "python"
+    subprocess.run([str(python), str(target / "bin" / "conda-unpack")], check=True)
+
+    result = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import sys, six, greeting; print(sys.prefix, six.__version__, greeting.hello('ci'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+    assert result.stdout.split() == [str(target), "1.17.0", "hello", "ci", "from", "greeting", "1.0"]
+    assert (target / "lib/python3.11/podenv-prefix.txt").read_text().strip() == f"prefix={target}"
+
+
+def test_rerun_is_a_no_op(published: Path) -> None:
+    result = snakemake(published, "publish")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr
+    assert ran_rules(result) == []
+
+
+def test_changing_only_a_model_rebuilds_and_uploads_only_that_layer(
+    published: Path, tmp_path: Path, s3_store: str
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(published, project, symlinks=True)
+    env_digest = json.loads((project / "build/demo/env.json").read_text())["layer"]["digest"]
+    write_model(project / "models" / "demo-model", "r2")
+    write_env_spec(project / "envs" / "demo.yaml", "1.1.0", "r2")
+
+    result = snakemake(project, "publish")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ran_rules(result) == ["build_model", "make_release", "publish", "publish_release"]
+    receipt = json.loads((project / "build/demo/published.json").read_text())
+    model = json.loads((project / "build/demo/models/demo-model.json").read_text())["layer"]
+    assert receipt["version"] == "1.1.0"
+    assert receipt["uploaded_blobs"] == [model["digest"]]
+    assert receipt["present_blobs"] == [env_digest]
+
+
+def test_same_lock_in_another_directory_gives_the_same_env_digest(
+    published: Path, tmp_path: Path, channel_dir: Path, s3_store: str
+) -> None:
+    other = create_project(tmp_path / "elsewhere" / "deeper", REPOSITORY, s3_store, channel_dir)
+    shutil.copy(published / "pixi.lock", other / "pixi.lock")
+
+    result = snakemake(other, "build_env")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = json.loads((published / "build/demo/env.json").read_text())["layer"]["digest"]
+    second = json.loads((other / "build/demo/env.json").read_text())["layer"]["digest"]
+    assert first == second
+
+
+def test_publishing_an_existing_version_with_other_content_is_refused(
+    published: Path, tmp_path: Path, s3_store: str
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(published, project, symlinks=True)
+    write_model(project / "models" / "demo-model", "r3")
+    write_env_spec(project / "envs" / "demo.yaml", "1.0.0", "r3")
+
+    result = snakemake(project, "publish")
+
+    assert result.returncode != 0
+    log = (project / "logs/demo/publish.log").read_text()
+    assert "release demo 1.0.0 already exists" in log and "never overwritten" in log
+    assert (
+        not (project / "build/demo/published.json").exists()
+        or json.loads((project / "build/demo/published.json").read_text())["version"] == "1.0.0"
+    )
+    model = json.loads((project / "build/demo/models/demo-model.json").read_text())["layer"]
+    assert open_store(s3_store).blob_size(model["digest"]) is None
