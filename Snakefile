@@ -6,6 +6,7 @@ configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"
+include: "rules/lock.smk"
 include: "rules/env.smk"
 include: "rules/models.smk"
 include: "rules/release.smk"

@@ -102,8 +102,30 @@ def run_publish(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_lock(arguments: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from podenv.errors import PodenvError
+
+    pixi = shutil.which("pixi")
+    if pixi is None:
+        raise PodenvError(
+            "pixi.lock is missing and pixi is not on PATH: install pixi and run `pixi lock` "
+            "on a machine that reaches your conda channels, then commit pixi.lock."
+        )
+    result = subprocess.run([pixi, "lock", "--manifest-path", arguments.manifest])
+    if result.returncode != 0:
+        raise PodenvError(f"`pixi lock` failed (exit {result.returncode}); its output above says why.")
+    return 0
+
+
 def register(commands: Any, add_store_option: Any, open_store: Any) -> None:
     """Add ``env``, ``model``, ``release`` and ``publish`` to the podenv parser."""
+    lock = commands.add_parser("lock", help="write pixi.lock with pixi (the only command that needs pixi)")
+    lock.add_argument("--manifest", default="pixi.toml")
+    lock.set_defaults(run=run_lock)
+
     env = commands.add_parser("env", help="install a locked environment, or pack it as a layer")
     env_commands = env.add_subparsers(dest="env_command", metavar="ACTION", required=True)
     install = env_commands.add_parser("install", help="install what pixi.lock pins into a new prefix")

@@ -42,7 +42,11 @@ SIX = PypiWheel(
 
 
 def greeting_source(version: str) -> str:
-    return f'VERSION = "{version}"\n\n\ndef hello(name: str) -> str:\n    return f"hello {{name}} from greeting {version}"\n'
+    return (
+        f'VERSION = "{version}"\n\n\n'
+        "def hello(name: str) -> str:\n"
+        f'    return f"hello {{name}} from greeting {version}"\n'
+    )
 
 
 def write_lock(

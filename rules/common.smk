@@ -1,5 +1,4 @@
 import json
-import sys
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -8,8 +7,10 @@ from podenv.envspec import load_env_spec
 
 validate(config, "../config/schema.yaml")
 
-# The rules call the podenv of the interpreter running Snakemake: one installation.
-PODENV = f"{sys.executable} -m podenv.cli"
+# Rules run `python` from the active environment (the build venv, or the rule's conda
+# env under --use-conda) with this checkout's podenv package.
+PODENV = f"PYTHONPATH={workflow.basedir} python -m podenv.cli"
+BUILD_TOOLS = "conda/podenv-build.yaml"
 BUILD = config["build_dir"]
 CACHE = config["cache_dir"]
 ENVS_DIR = Path(config["envs_dir"])

@@ -5,12 +5,16 @@ rule install_env:
         prefix=directory(f"{BUILD}/{{name}}/prefix"),
     log:
         "logs/{name}/install_env.log",
+    conda:
+        BUILD_TOOLS
     params:
+        podenv=PODENV,
         spec=spec_path_of,
         settings=env_install_settings,
+        cache=CACHE,
     shell:
-        "{PODENV} env install {params.spec} --lock {input.lock}"
-        " --prefix {output.prefix} --cache {CACHE} > {log} 2>&1"
+        "{params.podenv} env install {params.spec} --lock {input.lock}"
+        " --prefix {output.prefix} --cache {params.cache} > {log} 2>&1"
 
 
 rule pack_env:
@@ -21,8 +25,12 @@ rule pack_env:
         info=f"{BUILD}/{{name}}/env.json",
     log:
         "logs/{name}/pack_env.log",
+    conda:
+        BUILD_TOOLS
+    params:
+        podenv=PODENV,
     shell:
-        "{PODENV} env pack {input.prefix} --output {output.archive} --info {output.info} > {log} 2>&1"
+        "{params.podenv} env pack {input.prefix} --output {output.archive} --info {output.info} > {log} 2>&1"
 
 
 rule build_env:

@@ -6,11 +6,14 @@ rule build_model:
         info=f"{BUILD}/{{name}}/models/{{model}}.json",
     log:
         "logs/{name}/model_{model}.log",
+    conda:
+        BUILD_TOOLS
     params:
+        podenv=PODENV,
         spec=spec_path_of,
         settings=model_settings,
     shell:
-        "{PODENV} model build {params.spec} {wildcards.model} --output {output.archive}"
+        "{params.podenv} model build {params.spec} {wildcards.model} --output {output.archive}"
         " --info {output.info} > {log} 2>&1"
 
 

@@ -6,11 +6,14 @@ rule publish_release:
         receipt=f"{BUILD}/{{name}}/published.json",
     log:
         "logs/{name}/publish.log",
+    conda:
+        BUILD_TOOLS
     params:
+        podenv=PODENV,
         store=store_url(),
         channel=config["channel"],
     shell:
-        "{PODENV} publish {input.release} --layers {input.layers} --store {params.store}"
+        "{params.podenv} publish {input.release} --layers {input.layers} --store {params.store}"
         " --channel '{params.channel}' --receipt {output.receipt} > {log} 2>&1"
 
 

@@ -7,10 +7,13 @@ rule make_release:
         f"{BUILD}/{{name}}/release.json",
     log:
         "logs/{name}/release.log",
+    conda:
+        BUILD_TOOLS
     params:
+        podenv=PODENV,
         version=release_version,
     shell:
-        "{PODENV} release {input.spec} --lock {input.lock} --layers {input.layers}"
+        "{params.podenv} release {input.spec} --lock {input.lock} --layers {input.layers}"
         " --version {params.version} --output {output} > {log} 2>&1"
 
 

@@ -20,7 +20,11 @@ REPOSITORY = Path(__file__).parents[2]
 def snakemake(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"), "-c2"]
     command += ["--directory", str(project), *arguments]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+    # As a user runs it: inside the build environment, whose `python` the rules call.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path}
+    )
 
 
 def ran_rules(result: subprocess.CompletedProcess[str]) -> list[str]:
