@@ -8,6 +8,7 @@ layer is deterministic and a worker never writes ``__pycache__`` onto its volume
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,6 +29,9 @@ BUILD_PREFIX_PLACEHOLDER = "/podenv-build-prefix-placeholder"
 # Files in a built prefix that are not part of the environment: Snakemake's marker of a
 # directory output, and the cache tag rattler writes into every prefix it links.
 _BUILD_MARKERS = (".snakemake_timestamp", "CACHEDIR.TAG")
+_REWRITTEN_BY_CONDA_PACK = ("bin/", "conda-meta/")
+_KEPT_FILE_LIMIT = 256 << 10
+_KEPT_TOTAL_LIMIT = 1 << 30
 
 
 class EnvBuildError(PodenvError):
@@ -166,6 +170,8 @@ class _EntryCollector:
     def __init__(self, build_prefix: str) -> None:
         self.entries: dict[str, ArchiveEntry] = {}
         self.holding_prefix: set[str] = set()
+        self.unmanaged_relocations: list[tuple[str, str, str]] = []
+        self._kept_bytes = 0
         self._build_prefix = build_prefix
 
     def add(self, source: str, target: str) -> None:
@@ -187,10 +193,34 @@ class _EntryCollector:
         if build_prefix in data and not is_binary_file(data):
             data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
             self.holding_prefix.add(target)
-        elif path.stat().st_size == len(data) and path.read_bytes() == data:
+        elif not target.startswith(_REWRITTEN_BY_CONDA_PACK):
+            # Elsewhere conda-pack hands over the file's own bytes (it rewrites only shebangs
+            # in bin/ and its records in conda-meta/): the writer reads them from disk later.
             self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
             return
         self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+
+    def add_unmanaged(self, source: str, target: str) -> None:
+        from conda_pack.core import is_binary_file
+
+        path = Path(source)
+        executable = _is_executable(path)
+        data = path.read_bytes()
+        build_prefix = self._build_prefix.encode()
+        if build_prefix in data and not is_binary_file(data):
+            data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
+            self.holding_prefix.add(target)
+            self.unmanaged_relocations.append((target, self._build_prefix, "text"))
+            self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+            return
+        if build_prefix in data:
+            _log.warning(f"{target} is binary and holds the build prefix; it cannot be relocated")
+        if len(data) <= _KEPT_FILE_LIMIT and self._kept_bytes + len(data) <= _KEPT_TOTAL_LIMIT:
+            # Small files are kept as read, sparing the writer an open and a read of each.
+            self._kept_bytes += len(data)
+            self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+            return
+        self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
 
     def add_text(self, target: str, text: str, executable: bool) -> None:
         text = text.replace(self._build_prefix, BUILD_PREFIX_PLACEHOLDER)
@@ -218,6 +248,15 @@ def _packer_class() -> type:
         def _write_text_file(self, fpath: str, ftext: str, executable: bool = False) -> None:
             self.archive.add_text(fpath, ftext, executable)
 
+        def add(self, file: Any) -> None:
+            # An unmanaged file (installed by uv) needs relocating only if it holds the build
+            # prefix: one byte search, instead of conda-pack's decode of every file as text.
+            unmanaged = file.file_mode == "unknown" and not file.target.startswith(_REWRITTEN_BY_CONDA_PACK)
+            if unmanaged and os.path.isfile(file.source) and not os.path.islink(file.source):
+                self.archive.add_unmanaged(file.source, file.target)
+                return
+            super().add(file)
+
     return _Packer
 
 
@@ -243,7 +282,7 @@ def pack_env(prefix: Path, output: Path, progress: Progress | None = None) -> Ar
     packer.finish()
     relocations = {
         "placeholder": BUILD_PREFIX_PLACEHOLDER,
-        "prefixes": collector.relocations(packer.prefixes),
+        "prefixes": collector.relocations([*packer.prefixes, *collector.unmanaged_relocations]),
     }
     collector.entries[RELOCATIONS_FILE] = ArchiveEntry(
         RELOCATIONS_FILE, "file", data=json.dumps(relocations, indent=1).encode()

@@ -156,12 +156,10 @@ def write_archive(
             sink = _HashingWriter(raw)
             with (
                 compressor.stream_writer(sink, closefd=False) as compressed,
+                # Plain "w" writes each header and block straight into zstd, which buffers;
+                # the stream mode's own buffer costs a copy of itself on every write.
                 tarfile.open(
-                    fileobj=compressed,
-                    mode="w|",
-                    format=tarfile.PAX_FORMAT,
-                    bufsize=_COPY_BUFFER,
-                    copybufsize=_COPY_BUFFER,
+                    fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_BUFFER
                 ) as tar,
             ):
                 for entry in ordered:
