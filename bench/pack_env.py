@@ -19,6 +19,7 @@ Goal (issue 3): at least 5x faster at no more than 1.25x the size.
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -27,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from archive_throughput import prepare_tree  # noqa: E402
+from archive_throughput import prepare_tree
 
-from podenv.envbuild import pack_env  # noqa: E402
+from podenv.envbuild import pack_env
 
 BENCH_DIR = Path(__file__).resolve().parent
 WORK = BENCH_DIR / ".cache" / "pack-env"
