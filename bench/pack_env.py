@@ -83,17 +83,15 @@ def main() -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     prefix = build_prefix(WORK, prepare_tree(None))
     files, size = count(prefix)
-    print(
-        f"prefix: {prefix}: {files} files, {size / 1e6:.1f} MB; cpus: {len(__import__('os').sched_getaffinity(0))}"
-    )
+    cpus = len(os.sched_getaffinity(0))
+    print(f"prefix: {prefix}: {files} files, {size / 1e6:.1f} MB; cpus: {cpus}")
     baseline_out, ours_out = WORK / "conda-pack.tar.zst", WORK / "podenv.tar.zst"
     times: dict[str, list[float]] = {"conda-pack": [], "podenv": []}
     for round_number in range(arguments.repeat):
         times["podenv"].append(timed(ours, prefix, ours_out))
         times["conda-pack"].append(timed(conda_pack_default, prefix, baseline_out))
-        print(
-            f"round {round_number + 1}: podenv {times['podenv'][-1]:.1f}s, conda-pack {times['conda-pack'][-1]:.1f}s"
-        )
+        podenv_seconds, conda_pack_seconds = times["podenv"][-1], times["conda-pack"][-1]
+        print(f"round {round_number + 1}: podenv {podenv_seconds:.1f}s, conda-pack {conda_pack_seconds:.1f}s")
     result = {
         "files": files,
         "bytes": size,
