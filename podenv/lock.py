@@ -118,6 +118,13 @@ def _hex(value: bytes | None) -> str | None:
     return value.hex() if value else None
 
 
+def _pypi_sha256(package: Any) -> str | None:
+    try:
+        return _hex(package.hashes.sha256)
+    except AttributeError:  # rattler's hashes object wraps nothing when the lock has no hash
+        return None
+
+
 def cuda_requirement(virtual_packages: list[str], dependency_specs: list[str]) -> str | None:
     """The highest CUDA lower bound asked for by the platform or by any package, or None."""
     found = [
@@ -153,8 +160,9 @@ def read_plan(lock_path: Path, environment: str, platform: str) -> InstallPlan:
                 )
             )
         else:
-            sha256 = package.hashes.sha256 if package.hashes else None
-            pypi.append(PypiPackage(package.name, str(package.version), str(package.location), _hex(sha256)))
+            pypi.append(
+                PypiPackage(package.name, str(package.version), str(package.location), _pypi_sha256(package))
+            )
     virtual = [str(v) for v in locked_platform.virtual_packages]
     return InstallPlan(
         lock_path=str(lock_path),

@@ -58,9 +58,11 @@ def _lay_out_hf(spec: ModelSpec, staging: Path) -> None:
         )
     except Exception as error:  # huggingface_hub raises many types; the user needs the gist
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        from huggingface_hub import constants
+
         raise ModelBuildError(
             f"model {spec.name}: could not download {spec.id}@{spec.revision} from the Hugging Face hub "
-            f"({type(error).__name__}: {reason})."
+            f"at {constants.ENDPOINT} ({type(error).__name__}: {reason})."
         ) from None
     # The hub library keeps lock files and a download scratch area in the cache: not model content.
     shutil.rmtree(staging / ".locks", ignore_errors=True)
