@@ -45,7 +45,7 @@ def test_unhashed_pypi_packages_are_refused_unless_allowed(tmp_path: Path) -> No
 def test_a_lock_without_the_environment_says_to_run_pixi_lock(tmp_path: Path) -> None:
     with pytest.raises(LockError, match=r"run `pixi lock`"):
         install_env(REFERENCE_LOCK, "tts", "linux-64", tmp_path / "prefix", tmp_path / "cache")
-    with pytest.raises(LockError, match="no packages for linux-aarch64.*pixi lock"):
+    with pytest.raises(LockError, match=r"no packages for linux-aarch64.*pixi lock"):
         install_env(REFERENCE_LOCK, "default", "linux-aarch64", tmp_path / "prefix", tmp_path / "cache")
     assert not (tmp_path / "prefix").exists()
 
