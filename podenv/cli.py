@@ -217,9 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(run=run_plan)
 
-    from podenv import cli_build
+    from podenv import cli_boot, cli_build
 
     cli_build.register(commands, _add_store_option, _store)
+    cli_boot.register(commands)
 
     manifest = commands.add_parser("manifest", help="validate a release manifest and print its digest")
     manifest.add_argument("file")
@@ -227,8 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``boot ... --exec -- CMD ARGS`` hands CMD ARGS over untouched (argparse would parse them)."""
+    if "--exec" not in argv:
+        return argv, None
+    index = argv.index("--exec")
+    command = argv[index + 1 :]
+    return argv[:index], command[1:] if command[:1] == ["--"] else command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
+    options, command = _split_exec(list(sys.argv[1:] if argv is None else argv))
+    arguments = build_parser().parse_args(options)
+    if command is not None:
+        arguments.command = command
     configure(arguments.log_format, arguments.verbose)
     command: Callable[[argparse.Namespace], int] = arguments.run
     try:

@@ -90,11 +90,9 @@ def _install_pypi(plan: InstallPlan, prefix: Path, cache_dir: Path) -> None:
     requirements = prefix.parent / f".{prefix.name}.requirements.txt"
     requirements.write_text("".join(_requirement_line(p) + "\n" for p in plan.pypi))
     all_hashed = all(p.sha256 for p in plan.pypi)
-    command = [
-        find_uv_bin(), "pip", "install", "--no-config", "--no-deps", "--link-mode", "copy",
-        "--python", str(prefix / "bin" / "python"), "--cache-dir", str(cache_dir / "uv"),
-        "--require-hashes" if all_hashed else "--verify-hashes", "-r", str(requirements),
-    ]  # fmt: skip
+    command = [find_uv_bin(), "pip", "install", "--no-config", "--no-deps", "--link-mode", "copy"]
+    command += ["--python", str(prefix / "bin" / "python"), "--cache-dir", str(cache_dir / "uv")]
+    command += ["--require-hashes" if all_hashed else "--verify-hashes", "-r", str(requirements)]
     _log.info(f"installing {len(plan.pypi)} PyPI packages with uv")
     try:
         result = subprocess.run(command, capture_output=True, text=True)
@@ -112,10 +110,8 @@ def _compile_bytecode(prefix: Path) -> None:
     python = prefix / "bin" / "python"
     if not python.exists():
         return
-    command = [
-        str(python), "-m", "compileall", "-q", "-j", "1", "--invalidation-mode", "unchecked-hash",
-        "-s", str(prefix), "-p", "/", "-x", r"/(test|tests)/", str(prefix),
-    ]  # fmt: skip
+    command = [str(python), "-m", "compileall", "-q", "-j", "1", "--invalidation-mode", "unchecked-hash"]
+    command += ["-s", str(prefix), "-p", "/", "-x", r"/(test|tests)/", str(prefix)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode not in (0, 1):  # 1: some file did not compile (py2 leftovers); harmless
         raise EnvBuildError(f"compiling byte-code failed: {result.stderr.strip()[-300:]}")

@@ -32,7 +32,8 @@ class JsonLineFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = record.getMessage()
-        fields = getattr(record, "fields", {})
+        # Flat fields read well after the sentence; nested ones are for the JSON format.
+        fields = {k: v for k, v in getattr(record, "fields", {}).items() if not isinstance(v, dict | list)}
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
         if record.levelno >= logging.WARNING:

@@ -1,0 +1,98 @@
+"""The worker's subcommands: `boot`, `status`, `gc`. Options default from PODENV_* variables."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from podenv.log import get_logger
+
+_log = get_logger("boot")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def run_boot(arguments: argparse.Namespace) -> int:
+    from podenv.boot import BootError, BootOptions, exec_into, prepare, summary_line, write_report
+
+    if not arguments.env:
+        raise BootError("no env given: set PODENV_ENV (or --env) to the env to boot.")
+    options = BootOptions(
+        env=arguments.env,
+        root=Path(arguments.root),
+        store_url=arguments.store,
+        version=arguments.version,
+        digest=arguments.digest,
+        channel=arguments.channel,
+        keep_blobs=arguments.keep_blobs,
+        quota=arguments.quota,
+        lease_timeout=arguments.lease_timeout,
+    )
+    ready, report = prepare(options)
+    report_path = write_report(options.root, report)
+    _log.info(summary_line(report), extra={"fields": {**report.to_json(), "report": str(report_path)}})
+    if arguments.command:
+        exec_into(ready, arguments.command)
+    print(ready.directory)
+    return 0
+
+
+def run_status(arguments: argparse.Namespace) -> int:
+    from podenv.maintenance import status
+    from podenv.volume import Volume
+
+    print(json.dumps(status(Volume(Path(arguments.root)), arguments.lease_timeout), indent=1, default=str))
+    return 0
+
+
+def run_gc(arguments: argparse.Namespace) -> int:
+    from podenv.maintenance import gc
+    from podenv.progress import human_bytes
+    from podenv.volume import Volume
+
+    result = gc(Volume(Path(arguments.root)), arguments.keep, arguments.lease_timeout)
+    _log.info(
+        f"gc kept {len(result.kept_releases)} releases, removed {len(result.removed_releases)} releases "
+        f"and {len(result.removed_layers)} layers, freed {human_bytes(result.freed_bytes)}",
+        extra={"fields": result.__dict__},
+    )
+    return 0
+
+
+def _add_root(parser: argparse.ArgumentParser) -> None:
+    from podenv.volume import DEFAULT_ROOT
+
+    parser.add_argument(
+        "--root", default=_env("PODENV_ROOT", DEFAULT_ROOT), help="podenv's directory on the volume"
+    )
+    parser.add_argument(
+        "--lease-timeout", type=float, default=60.0, help="seconds before a silent lease is stale"
+    )
+
+
+def register(commands: Any) -> None:
+    boot = commands.add_parser(
+        "boot", help="install a release onto the volume (once, verified) and exec the worker"
+    )
+    boot.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
+    boot.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
+    boot.add_argument("--version", default=_env("PODENV_VERSION"), help="pin a version ($PODENV_VERSION)")
+    boot.add_argument("--digest", default=_env("PODENV_DIGEST"), help="pin a release digest ($PODENV_DIGEST)")
+    boot.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
+    boot.add_argument("--keep-blobs", action="store_true", help="keep compressed layers on the volume")
+    boot.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
+    _add_root(boot)
+    boot.add_argument("--exec", metavar="-- CMD", help="run CMD (everything after --exec --) in the env")
+    boot.set_defaults(run=run_boot, command=None)
+
+    status = commands.add_parser("status", help="installed releases, layers, leases and last boots (JSON)")
+    _add_root(status)
+    status.set_defaults(run=run_status)
+
+    gc = commands.add_parser("gc", help="free layers no recent release uses")
+    gc.add_argument("--keep", type=int, required=True, help="how many most recently used releases to keep")
+    _add_root(gc)
+    gc.set_defaults(run=run_gc)

@@ -1,0 +1,114 @@
+"""What is on a volume (`podenv status`) and freeing what no recent release uses (`podenv gc`)."""
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from podenv.volume import RELEASE_MARKER, Volume, discard, live_leases, read_marker
+
+
+@dataclass(frozen=True)
+class InstalledRelease:
+    name: str
+    version: str
+    digest: str
+    layers: list[str]
+    last_used: float
+    directory: Path
+
+
+def installed_releases(volume: Volume) -> list[InstalledRelease]:
+    """Every release view on the volume, most recently used first."""
+    found = []
+    for marker_path in (volume.root / "releases").glob(f"*/*/{RELEASE_MARKER}"):
+        marker = read_marker(marker_path.parent, RELEASE_MARKER)
+        if marker is None:
+            continue
+        found.append(
+            InstalledRelease(
+                marker["name"],
+                marker["version"],
+                marker["digest"],
+                marker["layers"],
+                marker_path.stat().st_mtime,
+                marker_path.parent,
+            )
+        )
+    return sorted(found, key=lambda release: release.last_used, reverse=True)
+
+
+def installed_layers(volume: Volume) -> dict[str, dict[str, Any]]:
+    layers = {}
+    for directory in sorted(volume.layers.glob("*")) if volume.layers.is_dir() else []:
+        marker = read_marker(directory)
+        if marker is not None:
+            layers[marker["digest"]] = {**marker, "path": str(directory)}
+    return layers
+
+
+def recent_reports(volume: Volume, count: int = 5) -> list[dict[str, Any]]:
+    paths = sorted(volume.reports.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
+    return [json.loads(path.read_text()) for path in paths[:count]]
+
+
+def status(volume: Volume, lease_timeout: float) -> dict[str, Any]:
+    return {
+        "root": str(volume.root),
+        "releases": [
+            {
+                "name": r.name,
+                "version": r.version,
+                "digest": r.digest,
+                "layers": len(r.layers),
+                "last_used": r.last_used,
+            }
+            for r in installed_releases(volume)
+        ],
+        "layers": list(installed_layers(volume).values()),
+        "leases": [
+            {"layer": digest, "age_s": round(age, 1), "owner": owner}
+            for digest, age, owner in live_leases(volume, lease_timeout)
+        ],
+        "last_boots": recent_reports(volume),
+    }
+
+
+@dataclass
+class GcResult:
+    kept_releases: list[str] = field(default_factory=list)
+    removed_releases: list[str] = field(default_factory=list)
+    removed_layers: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+
+
+def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
+    """Remove all but the ``keep`` most recently used releases, and layers nothing kept uses.
+
+    A layer under a live lease is never removed: its owner may be installing or using it.
+    """
+    result = GcResult()
+    releases = installed_releases(volume)
+    kept, dropped = releases[:keep], releases[keep:]
+    protected = {digest for release in kept for digest in release.layers}
+    protected |= {f"sha256:{name}" for name, _, _ in live_leases(volume, lease_timeout)}
+    for release in dropped:
+        discard(release.directory)
+        result.removed_releases.append(f"{release.name} {release.version}")
+    result.kept_releases = [f"{release.name} {release.version}" for release in kept]
+    for digest, marker in installed_layers(volume).items():
+        if digest not in protected:
+            discard(Path(marker["path"]))
+            result.removed_layers.append(digest)
+            result.freed_bytes += marker.get("bytes", 0)
+    _clear_leftovers(volume)
+    return result
+
+
+def _clear_leftovers(volume: Volume, older_than: float = 3600.0) -> None:
+    """Staging directories of installers that died long ago."""
+    now = time.time()
+    for path in volume.staging.glob("*") if volume.staging.is_dir() else []:
+        if now - path.stat().st_mtime > older_than:
+            discard(path)

@@ -1,0 +1,205 @@
+"""The layout of podenv on a worker's volume, and the leases that save duplicate work.
+
+    <root>/layers/<hex>/                 one extracted layer, complete with its marker, or absent
+    <root>/releases/<name>/<version>/    release.json, the env link and the model cache views
+    <root>/staging/                      private work in progress, one directory per installer
+    <root>/leases/<hex>.lease            who is installing a layer, with a heartbeat (mtime)
+    <root>/blobs/<hex>                   compressed layers kept for other workers (--keep-blobs)
+    <root>/boot-reports/                 one JSON per boot
+    <root>/channels/<name>/<channel>.json   the last channel pointer seen, for offline boots
+
+Correctness never rests on a lease (flock lies on some network filesystems, and a lease
+can go stale): everything is built in a private staging directory and appears by one
+atomic rename, with its marker already inside. A lease only keeps a second worker from
+downloading what the first is downloading.
+"""
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podenv.digests import digest_hex
+
+MARKER = ".podenv-layer.json"
+RELEASE_MARKER = ".podenv-release.json"
+DEFAULT_ROOT = "/runpod-volume/podenv"
+
+
+@dataclass(frozen=True)
+class Volume:
+    root: Path
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def staging(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def leases(self) -> Path:
+        return self.root / "leases"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "boot-reports"
+
+    def layer_dir(self, digest: str) -> Path:
+        return self.layers / digest_hex(digest)
+
+    def release_dir(self, name: str, version: str) -> Path:
+        return self.root / "releases" / name / version
+
+    def channel_cache(self, name: str, channel: str) -> Path:
+        return self.root / "channels" / name / f"{channel}.json"
+
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / digest_hex(digest)
+
+    def make_dirs(self) -> None:
+        for directory in (self.layers, self.staging, self.leases, self.reports, self.root / "releases"):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def new_staging(self, label: str) -> Path:
+        path = self.staging / f"{label}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
+        return path
+
+
+def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / name).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def layer_is_installed(volume: Volume, digest: str) -> bool:
+    marker = read_marker(volume.layer_dir(digest))
+    return marker is not None and marker.get("digest") == digest
+
+
+def write_marker(directory: Path, document: dict[str, Any], name: str = MARKER) -> None:
+    (directory / name).write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+
+
+def publish_directory(staging: Path, final: Path) -> bool:
+    """Move a complete staging directory into place; False if another installer won."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staging.rename(final)
+        return True
+    except OSError:
+        if final.exists():
+            discard(staging)
+            return False
+        raise
+
+
+def discard(path: Path) -> None:
+    """Remove a tree that nobody may use: renamed aside first, so it is never seen half gone."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash.{path.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        path.rename(trash)
+    except OSError:
+        trash = path
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+class Lease:
+    """An exclusive-create lease file whose mtime is its heartbeat."""
+
+    def __init__(self, path: Path, timeout: float, heartbeat: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def owner(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+
+    def try_take(self) -> bool:
+        """Take the lease if it is free or stale; False if a live owner holds it."""
+        for _ in range(3):
+            try:
+                descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if not self._take_over_if_stale():
+                    return False
+                continue
+            with os.fdopen(descriptor, "w") as stream:
+                json.dump(self.owner(), stream)
+            self._start_heartbeat()
+            return True
+        return False
+
+    def age(self) -> float | None:
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def _take_over_if_stale(self) -> bool:
+        age = self.age()
+        if age is None:
+            return True  # released meanwhile: try again
+        if age < self.timeout:
+            return False
+        # Renaming is atomic: of several workers taking over, one moves the stale lease aside.
+        with suppress(FileNotFoundError):
+            self.path.rename(self.path.with_name(f".stale.{self.path.name}.{uuid.uuid4().hex[:8]}"))
+        return True
+
+    def _start_heartbeat(self) -> None:
+        self._thread = threading.Thread(target=self._beat, name="podenv-lease", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def held(lease: Lease) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def live_leases(volume: Volume, timeout: float) -> list[tuple[str, float, dict[str, Any]]]:
+    found = []
+    for path in sorted(volume.leases.glob("*.lease")):
+        try:
+            age = time.time() - path.stat().st_mtime
+            owner = json.loads(path.read_text() or "{}")
+        except (FileNotFoundError, json.JSONDecodeError):
+            continue
+        if age < timeout:
+            found.append((path.stem, age, owner))
+    return found
