@@ -61,10 +61,27 @@ def _check_pypi_hashes(plan: InstallPlan, allow_unhashed: tuple[str, ...]) -> No
             )
 
 
+class _DownloadReporter:
+    """rattler's installer callbacks, turned into our byte progress lines."""
+
+    def __init__(self, total: int | None) -> None:
+        self.progress = Progress("download conda packages", total=total)
+        self._seen: dict[int, int] = {}
+        self.linked = 0
+
+    def on_download_progress(self, download_idx: int, progress: int, total: int | None) -> None:
+        self.progress.update(progress - self._seen.get(download_idx, 0))
+        self._seen[download_idx] = progress
+
+    def on_link_complete(self, index: int) -> None:
+        self.linked += 1
+
+
 def _install_conda(plan: InstallPlan, lock_path: Path, prefix: Path, cache_dir: Path) -> None:
     from rattler import install
 
     records = conda_records(lock_path, plan.environment, plan.platform)
+    reporter = _DownloadReporter(sum(p.size or 0 for p in plan.conda) or None)
     _log.info(f"linking {len(records)} conda packages into {prefix}")
     asyncio.run(
         install(
@@ -72,8 +89,14 @@ def _install_conda(plan: InstallPlan, lock_path: Path, prefix: Path, cache_dir: 
             target_prefix=prefix,
             cache_dir=cache_dir / "pkgs",
             execute_link_scripts=False,
-            show_progress=False,
+            reporter=reporter,
         )
+    )
+    summary = reporter.progress.finish()
+    _log.info(
+        f"linked {reporter.linked} conda packages; downloaded {human_bytes(summary.done)} "
+        f"in {summary.seconds:.1f}s",
+        extra={"fields": {"packages": reporter.linked, "downloaded_bytes": summary.done}},
     )
 
 
