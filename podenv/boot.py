@@ -71,6 +71,7 @@ class BootReport:
     files: int = 0
     layers: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    error: str | None = None
 
     def phase(self, name: str, since: float) -> float:
         now = time.monotonic()
@@ -332,9 +333,8 @@ def _install_release(
     report.phase("view", since)
 
 
-def prepare(options: BootOptions) -> tuple[ReadyRelease, BootReport]:
-    """Make the asked-for release ready on the volume (warm or cold)."""
-    report = BootReport(env=options.env)
+def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
+    """Make the asked-for release ready on the volume (warm or cold), recording how in ``report``."""
     started = since = time.monotonic()
     volume = Volume(options.root)
     volume.make_dirs()
@@ -364,7 +364,7 @@ def prepare(options: BootOptions) -> tuple[ReadyRelease, BootReport]:
     report.version, report.digest = marker["version"], marker["digest"]
     directory = volume.release_dir(options.env, marker["version"])
     report.phases["total"] = round(time.monotonic() - started, 4)
-    return ReadyRelease(directory, (directory / "env").resolve(), marker["version"], marker["digest"]), report
+    return ReadyRelease(directory, (directory / "env").resolve(), marker["version"], marker["digest"])
 
 
 def write_report(volume_root: Path, report: BootReport) -> Path:

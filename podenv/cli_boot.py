@@ -16,7 +16,8 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def run_boot(arguments: argparse.Namespace) -> int:
-    from podenv.boot import BootError, BootOptions, exec_into, prepare, summary_line, write_report
+    from podenv.boot import BootError, BootOptions, BootReport, exec_into, prepare, summary_line, write_report
+    from podenv.errors import PodenvError
 
     if not arguments.env:
         raise BootError("no env given: set PODENV_ENV (or --env) to the env to boot.")
@@ -31,7 +32,14 @@ def run_boot(arguments: argparse.Namespace) -> int:
         quota=arguments.quota,
         lease_timeout=arguments.lease_timeout,
     )
-    ready, report = prepare(options)
+    report = BootReport(env=options.env)
+    try:
+        ready = prepare(options, report)
+    except PodenvError as error:
+        report.error = str(error)
+        if options.root.is_dir():
+            write_report(options.root, report)
+        raise
     report_path = write_report(options.root, report)
     _log.info(summary_line(report), extra={"fields": {**report.to_json(), "report": str(report_path)}})
     if arguments.command:
