@@ -41,7 +41,7 @@ def installed_releases(volume: Volume) -> list[InstalledRelease]:
 
 def installed_layers(volume: Volume) -> dict[str, dict[str, Any]]:
     layers = {}
-    for directory in sorted(volume.layers.glob("*")) if volume.layers.is_dir() else []:
+    for directory in volume.layer_dirs():
         marker = read_marker(directory)
         if marker is not None:
             layers[marker["digest"]] = {**marker, "path": str(directory)}
@@ -107,8 +107,10 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
 
 
 def _clear_leftovers(volume: Volume, older_than: float = 3600.0) -> None:
-    """Staging directories of installers that died long ago."""
+    """Staging directories of installers that died long ago, and leases moved aside as stale."""
     now = time.time()
     for path in volume.staging.glob("*") if volume.staging.is_dir() else []:
         if now - path.stat().st_mtime > older_than:
             discard(path)
+    for path in volume.leases.glob(".stale.*") if volume.leases.is_dir() else []:
+        path.unlink(missing_ok=True)

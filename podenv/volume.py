@@ -58,6 +58,12 @@ class Volume:
     def reports(self) -> Path:
         return self.root / "boot-reports"
 
+    def layer_dirs(self) -> list[Path]:
+        """Installed layer directories; names starting with '.' are trash being deleted."""
+        if not self.layers.is_dir():
+            return []
+        return sorted(path for path in self.layers.iterdir() if not path.name.startswith("."))
+
     def layer_dir(self, digest: str) -> Path:
         return self.layers / digest_hex(digest)
 
@@ -130,9 +136,10 @@ class Lease:
         self.heartbeat = heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._token = uuid.uuid4().hex
 
     def owner(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(), "token": self._token}
 
     def try_take(self) -> bool:
         """Take the lease if it is free or stale; False if a live owner holds it."""
@@ -178,9 +185,16 @@ class Lease:
                 return
 
     def release(self) -> None:
+        """Let go, removing the lease file only if it is still ours (a stalled holder whose
+        lease was taken over must not remove the new owner's)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        try:
+            if json.loads(self.path.read_text()).get("token") != self._token:
+                return
+        except (FileNotFoundError, json.JSONDecodeError):
+            return
         self.path.unlink(missing_ok=True)
 
 
