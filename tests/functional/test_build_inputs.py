@@ -16,8 +16,7 @@ from podenv.envspec import EnvSpecError, load_env_spec
 from podenv.errors import IntegrityError
 from podenv.lock import LockError
 from podenv.models import ModelBuildError, build_model_layer
-
-REFERENCE_LOCK = Path(__file__).parents[2].parent / "shared" / "reference" / "pixi-example" / "pixi.lock"
+from tests.reference import REFERENCE_LOCK
 
 
 def write_spec(path: Path, **fields: object) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.manifests import example_manifest
+from tests.reference import REFERENCE_LOCK
 
 
 def podenv(*arguments: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -131,9 +132,6 @@ def test_manifest_command(tmp_path: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.startswith("tts 1.0.0 sha256:")
     assert refused.returncode == 9
     assert "release manifest is invalid at $.layers[0].digest" in refused.stderr
-
-
-REFERENCE_LOCK = Path(__file__).parents[2].parent / "shared" / "reference" / "pixi-example" / "pixi.lock"
 
 
 def test_plan_prints_every_package_and_flags_sdists() -> None:

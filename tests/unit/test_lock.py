@@ -7,8 +7,9 @@ import pytest
 from rattler import LockFile
 
 from podenv.lock import LockError, cuda_requirement, read_plan
+from tests.reference import REFERENCE_LOCK
 
-REFERENCE = Path(__file__).parents[2].parent / "shared" / "reference" / "pixi-example" / "pixi.lock"
+REFERENCE = REFERENCE_LOCK
 V5 = Path(__file__).parents[1] / "data" / "pixi-v5.lock"
 SDISTS = {"env-test-package", "plot-antenna", "pycosat", "pyliblzfse", "pysdl2"}
 

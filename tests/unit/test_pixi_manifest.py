@@ -10,10 +10,11 @@ import jsonschema
 import pytest
 
 from podenv.envspec import load_env_spec
+from tests.reference import PIXI_MANIFEST_SCHEMA
 
 ROOT = Path(__file__).parents[2]
 MANIFEST = ROOT / "pixi.toml"
-SCHEMA = ROOT.parent / "shared" / "reference" / "pixi-manifest.schema.json"
+SCHEMA = PIXI_MANIFEST_SCHEMA
 WORKER_ENVIRONMENTS = ("tts", "asr")
 # CUDA 12.4 is what driver 550 supports; the solve must not assume a newer driver.
 OLDEST_DRIVER_CUDA = (12, 4)
