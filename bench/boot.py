@@ -67,9 +67,21 @@ def podenv(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
-def cold_ours(store_url: str, root: Path) -> float:
+def cold_ours(store_url: str, root: Path, writers: int) -> float:
     started = time.perf_counter()
-    podenv("boot", "--store", store_url, "--env", "bench", "--version", "1", "--root", str(root))
+    podenv(
+        "boot",
+        "--store",
+        store_url,
+        "--env",
+        "bench",
+        "--version",
+        "1",
+        "--root",
+        str(root),
+        "--writers",
+        str(writers),
+    )
     return time.perf_counter() - started
 
 
@@ -119,6 +131,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--writers", type=int, default=16, help="podenv boot --writers (default 16)")
     arguments = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     prefix = build_prefix(WORK, prepare_tree(None))
@@ -137,7 +150,7 @@ def main() -> int:
         for round_number in range(arguments.repeat):
             root, target = scratch / f"root-{round_number}", scratch / f"naive-{round_number}"
             naive.append(cold_naive(server, key, layer["digest"], target))
-            ours.append(cold_ours(store_url, root))
+            ours.append(cold_ours(store_url, root, arguments.writers))
             print(f"round {round_number + 1}: podenv boot {ours[-1]:.2f}s, naive {naive[-1]:.2f}s")
             shutil.rmtree(target)
             if round_number < arguments.repeat - 1:

@@ -56,6 +56,9 @@ class BootOptions:
     quota: int | None = None
     lease_timeout: float = 60.0
     wait_timeout: float = 400.0
+    # Parallel file writers: they pay off where a create is a network round trip (the
+    # volume); on a local disk or tmpfs with few cores, fewer writers are faster.
+    writers: int = 16
 
 
 @dataclass
@@ -205,7 +208,9 @@ def _extract_layer(store: Any, volume: Volume, layer: Any, options: BootOptions,
     target = staging / "layer"
     chunks, blob_partial = _layer_source(store, volume, layer, options.keep_blobs, report)
     try:
-        result = extract_stream(chunks, target, expected_digest=layer.digest, label=f"layer {layer.name}")
+        result = extract_stream(
+            chunks, target, expected_digest=layer.digest, label=f"layer {layer.name}", writers=options.writers
+        )
         if blob_partial is not None:
             blob_partial.replace(volume.blob_path(layer.digest))
         if layer.kind == "env":

@@ -31,6 +31,7 @@ def run_boot(arguments: argparse.Namespace) -> int:
         keep_blobs=arguments.keep_blobs,
         quota=arguments.quota,
         lease_timeout=arguments.lease_timeout,
+        writers=arguments.writers,
     )
     report = BootReport(env=options.env)
     try:
@@ -92,6 +93,12 @@ def register(commands: Any) -> None:
     boot.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
     boot.add_argument("--keep-blobs", action="store_true", help="keep compressed layers on the volume")
     boot.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
+    boot.add_argument(
+        "--writers",
+        type=int,
+        default=int(_env("PODENV_WRITERS", "16")),
+        help="parallel file writers ($PODENV_WRITERS, default 16): many on a network volume",
+    )
     _add_root(boot)
     boot.add_argument("--exec", metavar="-- CMD", help="run CMD (everything after --exec --) in the env")
     boot.set_defaults(run=run_boot, command=None)
