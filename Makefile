@@ -18,3 +18,4 @@ test: lint
 bench: setup
 	$(UV) run --frozen python bench/archive_throughput.py
 	$(UV) run --frozen python bench/pack_env.py
+	$(UV) run --frozen python bench/boot.py
