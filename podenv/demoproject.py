@@ -7,7 +7,6 @@ wheel with its hash, ``envs/demo.yaml`` with one local model, and the pipeline's
 """
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,8 +123,3 @@ def create_project(
     write_env_spec(project / "envs" / "demo.yaml", "1.0.0", "r1")
     write_config(project, repository, store)
     return project
-
-
-def copy_project(source: Path, destination: Path) -> Path:
-    shutil.copytree(source, destination, symlinks=True)
-    return destination
