@@ -145,7 +145,9 @@ def _channel_target(options: BootOptions, volume: Volume, report: BootReport) ->
             "publish with --channel or pin PODENV_VERSION."
         )
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_bytes(pointer.data)
+    partial = cache.with_name(f".{cache.name}.{os.getpid()}")
+    partial.write_bytes(pointer.data)
+    partial.replace(cache)  # other workers read it offline: whole or the previous one
     document = json.loads(pointer.data)
     return document["version"], document["digest"]
 
@@ -158,6 +160,19 @@ def _find_version_by_digest(options: BootOptions) -> str:
         if digest_bytes(store.get_release(options.env, version)) == options.digest:
             return version
     raise BootError(f"no release of {options.env} in {options.store_url} has digest {options.digest}.")
+
+
+def _check_names(options: BootOptions) -> None:
+    """Names become paths on the volume: refuse any that could leave it."""
+    from podenv.digests import digest_hex
+    from podenv.names import check_name
+
+    check_name("env name", options.env)
+    check_name("channel", options.channel)
+    if options.version:
+        check_name("version", options.version)
+    if options.digest:
+        digest_hex(options.digest)
 
 
 def _pinned_warm(options: BootOptions, volume: Volume) -> dict[str, Any] | None:
@@ -347,6 +362,7 @@ def _install_release(
 def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
     """Make the asked-for release ready on the volume (warm or cold), recording how in ``report``."""
     started = since = time.monotonic()
+    _check_names(options)
     volume = Volume(options.root)
     volume.make_dirs()
     marker = _pinned_warm(options, volume)

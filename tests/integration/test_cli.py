@@ -152,3 +152,25 @@ def test_plan_json_and_refusal() -> None:
     assert json.loads(as_json.stdout)["lock_version"] == 6
     assert missing.returncode == 1
     assert "has no environment 'tts'" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "complaint"),
+    [
+        ("--env", "../etc", "is not a valid env name"),
+        ("--channel", "a/b", "is not a valid channel"),
+        ("--version", "../1", "is not a valid version"),
+        ("--digest", "sha256:nothex", "is not a digest"),
+    ],
+)
+def test_boot_refuses_names_that_would_leave_the_volume(
+    tmp_path: Path, option: str, value: str, complaint: str
+) -> None:
+    root = tmp_path / "volume"
+    arguments = ["boot", "--store", f"file://{tmp_path}", "--env", "tts", "--root", str(root), option, value]
+
+    result = podenv(*arguments)
+
+    assert result.returncode != 0
+    assert complaint in result.stderr
+    assert not root.exists()
