@@ -23,7 +23,7 @@ from podenv.envspec import EnvSpec
 from podenv.errors import AlreadyExistsError, NotFoundError
 from podenv.lock import read_plan
 from podenv.log import get_logger
-from podenv.manifest import LAYER_MEDIA_TYPE, SCHEMA_VERSION, Manifest, canonical_json
+from podenv.manifest import LAYER_MEDIA_TYPE, SCHEMA_VERSION, Manifest
 from podenv.progress import Progress, human_bytes
 from podenv.store import Store
 
@@ -147,6 +147,8 @@ def publish(
         )
     report.release_created = store.put_release(manifest.name, manifest.version, manifest.canonical_bytes())
     if channel is not None:
+        from podenv.channels import promote
+
         promote(store, manifest.name, manifest.version, channel)
         report.channel = channel
     _log.info(
@@ -156,28 +158,3 @@ def publish(
         extra={"fields": report.to_json()},
     )
     return report
-
-
-def _actor() -> str:
-    return os.environ.get("PODENV_ACTOR") or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
-
-
-def promote(store: Store, name: str, version: str, channel: str) -> dict[str, Any]:
-    """Point ``channel`` at ``version`` by compare-and-swap; returns the new pointer."""
-    digest = store.release_digest(name, version)
-    current = store.read_channel(name, channel)
-    previous = None
-    if current is not None:
-        old = json.loads(current.data)
-        previous = {"version": old["version"], "digest": old["digest"]}
-    pointer = {
-        "name": name,
-        "channel": channel,
-        "version": version,
-        "digest": digest,
-        "previous": previous,
-        "updated_at": _timestamp(time.time()),
-        "by": _actor(),
-    }
-    store.write_channel(name, channel, canonical_json(pointer), expected=current)
-    return pointer

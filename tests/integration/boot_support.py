@@ -16,8 +16,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from podenv.archive import pack_tree
+from podenv.channels import promote
 from podenv.manifest import SCHEMA_VERSION, Layer, Manifest
-from podenv.release import layer_document, promote
+from podenv.release import layer_document
 from podenv.store import blob_key, open_store
 from podenv.volume import MARKER
 

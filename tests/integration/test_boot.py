@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from podenv.boot import SPACE_MARGIN
+from podenv.channels import promote
 from podenv.demoproject import build_channel_dir, create_project
 from podenv.progress import human_bytes
-from podenv.release import promote
 from podenv.seaweed import SeaweedServer
 from podenv.store import open_store
 from tests.integration.boot_support import (

@@ -174,3 +174,43 @@ def test_boot_refuses_names_that_would_leave_the_volume(
     assert result.returncode != 0
     assert complaint in result.stderr
     assert not root.exists()
+
+
+def test_release_commands(tmp_path: Path) -> None:
+    from podenv.manifest import Manifest
+    from podenv.store import open_store
+
+    store_url = f"file://{tmp_path}"
+    store = open_store(store_url)
+    for version, six in (("1.0.0", "1.16.0"), ("1.1.0", "1.17.0")):
+        document = example_manifest()
+        document["version"] = version
+        document["sbom"]["pypi"] = [{"name": "six", "version": six}]
+        store.put_release("tts", version, Manifest.from_document(document).canonical_bytes())
+
+    promoted = [
+        podenv("promote", "tts", v, "--channel", "stable", "--store", store_url) for v in ("1.0.0", "1.1.0")
+    ]
+    table = podenv("releases", "tts", "--store", store_url)
+    shown = podenv("show", "tts", "1.1.0", "--store", store_url)
+    difference = podenv("diff", "tts", "1.0.0", "1.1.0", "--store", store_url)
+    rolled = podenv("rollback", "tts", "--channel", "stable", "--store", store_url)
+    moves = podenv("history", "tts", "--channel", "stable", "--store", store_url)
+    refused = podenv("rollback", "tts", "--channel", "stable", "--to", "7.0.0", "--store", store_url)
+
+    assert [p.stdout.split(":")[1].split("(")[0].strip() for p in promoted] == [
+        "nothing -> 1.0.0",
+        "1.0.0 -> 1.1.0",
+    ]
+    assert table.stdout.splitlines()[2].split()[0] == "1.1.0" and table.stdout.splitlines()[2].endswith(
+        "stable"
+    )
+    assert "CUDA 12.4" in shown.stdout and "f5-tts" in shown.stdout
+    assert "~ pypi:six 1.16.0 -> 1.17.0" in difference.stdout
+    assert rolled.stdout.startswith("stable: 1.1.0 -> 1.0.0")
+    assert [line.split()[2:5] for line in moves.stdout.splitlines()] == [
+        ["-", "->", "1.0.0"],
+        ["1.0.0", "->", "1.1.0"],
+        ["1.1.0", "->", "1.0.0"],
+    ]
+    assert refused.returncode == 4 and "rollback of stable refused" in refused.stderr

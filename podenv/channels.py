@@ -1,0 +1,120 @@
+"""Channels: named, movable pointers to releases, with a complete history of their moves.
+
+A move is one compare-and-swap of ``channels/<name>/<channel>.json`` (two racing promotes
+give one winner and one ConflictError). Each pointer carries a sequence number, and each
+move is also recorded as ``channels/<name>/<channel>.history/<sequence>.json``, written
+create-only and derived from the pointer alone, so that a promoter that died between the
+swap and the record is completed by the next one.
+"""
+
+import json
+import os
+import socket
+import time
+from contextlib import suppress
+from typing import Any
+
+from podenv.errors import NotFoundError, PodenvError
+from podenv.manifest import canonical_json
+from podenv.names import check_name
+from podenv.store import Store, Versioned, channel_key
+from podenv.store.backend import PreconditionFailed
+
+
+def _actor() -> str:
+    return os.environ.get("PODENV_ACTOR") or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
+
+
+def _history_key(name: str, channel: str, sequence: int) -> str:
+    return channel_key(name, channel).removesuffix(".json") + f".history/{sequence:010d}.json"
+
+
+def _record(pointer: dict[str, Any]) -> dict[str, Any]:
+    """The history entry of the move that produced ``pointer``."""
+    return {
+        "sequence": pointer["sequence"],
+        "from": pointer["previous"],
+        "to": {"version": pointer["version"], "digest": pointer["digest"]},
+        "at": pointer["updated_at"],
+        "by": pointer["by"],
+    }
+
+
+def _ensure_recorded(store: Store, pointer: dict[str, Any]) -> None:
+    key = _history_key(pointer["name"], pointer["channel"], pointer["sequence"])
+    with suppress(PreconditionFailed):  # recorded already, by the mover or a later promoter
+        store.backend.put_bytes(key, canonical_json(_record(pointer)), if_none_match=True)
+
+
+def read_pointer(store: Store, name: str, channel: str) -> tuple[dict[str, Any] | None, Versioned | None]:
+    current = store.read_channel(name, channel)
+    return (json.loads(current.data) if current else None), current
+
+
+def promote(store: Store, name: str, version: str, channel: str) -> dict[str, Any]:
+    """Point ``channel`` at ``version`` by compare-and-swap; returns the new pointer."""
+    check_name("channel", channel)
+    digest = store.release_digest(name, version)
+    old, current = read_pointer(store, name, channel)
+    if old is not None:
+        _ensure_recorded(store, old)
+    pointer = {
+        "name": name,
+        "channel": channel,
+        "version": version,
+        "digest": digest,
+        "previous": {"version": old["version"], "digest": old["digest"]} if old else None,
+        "sequence": old["sequence"] + 1 if old else 1,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "by": _actor(),
+    }
+    store.write_channel(name, channel, canonical_json(pointer), expected=current)
+    _ensure_recorded(store, pointer)
+    return pointer
+
+
+def rollback(store: Store, name: str, channel: str, to_version: str | None = None) -> dict[str, Any]:
+    """Move ``channel`` back to ``to_version``, by default to the version it pointed at before."""
+    old, _ = read_pointer(store, name, channel)
+    if old is None:
+        raise NotFoundError(
+            f"channel {channel} of {name} does not exist in {store.url}; nothing to roll back."
+        )
+    target = to_version or (old["previous"] or {}).get("version")
+    if target is None:
+        raise PodenvError(f"channel {channel} of {name} has no previous version; name one with --to.")
+    try:
+        store.release_digest(name, target)
+    except NotFoundError:
+        raise NotFoundError(
+            f"release {name} {target} does not exist in {store.url}; rollback of {channel} refused."
+        ) from None
+    return promote(store, name, target, channel)
+
+
+def history(store: Store, name: str, channel: str) -> list[dict[str, Any]]:
+    """Every move of the channel, oldest first (the latest derived from the pointer if unrecorded)."""
+    prefix = channel_key(name, channel).removesuffix(".json") + ".history/"
+    entries = {}
+    for key in store.backend.list_keys(prefix):
+        entry = json.loads(store.backend.get(key)[0])
+        entries[entry["sequence"]] = entry
+    pointer, _ = read_pointer(store, name, channel)
+    if pointer is not None and pointer["sequence"] not in entries:
+        entries[pointer["sequence"]] = _record(pointer)
+    return [entries[sequence] for sequence in sorted(entries)]
+
+
+def channels_of(store: Store, name: str) -> dict[str, dict[str, Any]]:
+    """Every channel of ``name`` with its pointer."""
+    prefix = f"channels/{check_name('env name', name)}/"
+    found = {}
+    for key in store.backend.list_keys(prefix):
+        relative = key[len(prefix) :]
+        if "/" in relative or not relative.endswith(".json"):
+            continue
+        channel = relative.removesuffix(".json")
+        pointer, _ = read_pointer(store, name, channel)
+        if pointer is not None:
+            found[channel] = pointer
+    return found
