@@ -68,21 +68,13 @@ def podenv(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=True)
 
 
+def boot_arguments(store_url: str, root: Path) -> list[str]:
+    return ["boot", "--store", store_url, "--env", "bench", "--version", "1", "--root", str(root)]
+
+
 def cold_ours(store_url: str, root: Path, writers: int) -> float:
     started = time.perf_counter()
-    podenv(
-        "boot",
-        "--store",
-        store_url,
-        "--env",
-        "bench",
-        "--version",
-        "1",
-        "--root",
-        str(root),
-        "--writers",
-        str(writers),
-    )
+    podenv(*boot_arguments(store_url, root), "--writers", str(writers))
     return time.perf_counter() - started
 
 
@@ -110,20 +102,7 @@ def warm_times(store_url: str, root: Path, count: int) -> list[float]:
     times = []
     for _ in range(count):
         started = time.perf_counter()
-        podenv(
-            "boot",
-            "--store",
-            store_url,
-            "--env",
-            "bench",
-            "--version",
-            "1",
-            "--root",
-            str(root),
-            "--exec",
-            "--",
-            "true",
-        )
+        podenv(*boot_arguments(store_url, root), "--exec", "--", "true")
         times.append(time.perf_counter() - started)
     return times
 

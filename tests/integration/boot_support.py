@@ -305,15 +305,6 @@ def wait_for(
 # The pipeline, as test_pipeline.py runs it
 
 
-def snakemake(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"), "-c2"]
-    command += ["--directory", str(project), *arguments]
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path}
-    )
-
-
 # Behind the store's back
 
 

@@ -44,13 +44,13 @@ from tests.integration.boot_support import (
     report_of,
     reports,
     run,
-    snakemake,
     start,
     wait_for,
     write_big_env,
     write_small_env,
     write_tiny_model,
 )
+from tests.integration.pipeline_support import snakemake
 
 BIG_SIZE = 150 << 20
 BIG_DIRECTORIES, BIG_PER_DIRECTORY = 20, 1000

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,7 @@ import pytest
 from podenv.archive import extract_file
 from podenv.demoproject import build_channel_dir, create_project, write_env_spec, write_model
 from podenv.store import open_store
-
-REPOSITORY = Path(__file__).parents[2]
-
-
-def snakemake(project: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"), "-c2"]
-    command += ["--directory", str(project), *arguments]
-    # As a user runs it: inside the build environment, whose `python` the rules call.
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=600, env={**os.environ, "PATH": path}
-    )
+from tests.integration.pipeline_support import REPOSITORY, snakemake
 
 
 def ran_rules(result: subprocess.CompletedProcess[str]) -> list[str]:
