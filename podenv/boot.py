@@ -290,7 +290,8 @@ def check_space(volume: Volume, missing: list[Any], options: BootOptions) -> Non
     needed = sum(layer.unpacked_size + (layer.size if options.keep_blobs else 0) for layer in missing)
     if not needed:
         return
-    free = os.statvfs(volume.root).f_bavail * os.statvfs(volume.root).f_frsize
+    filesystem = os.statvfs(volume.root)
+    free = filesystem.f_bavail * filesystem.f_frsize
     if options.quota is not None:
         free = min(free, max(options.quota - _directory_bytes(volume), 0))
     if needed + SPACE_MARGIN > free:

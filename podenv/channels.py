@@ -10,12 +10,11 @@ swap and the record is completed by the next one.
 import json
 import os
 import socket
-import time
 from contextlib import suppress
 from typing import Any
 
 from podenv.errors import NotFoundError, PodenvError
-from podenv.manifest import canonical_json
+from podenv.manifest import canonical_json, utc_timestamp
 from podenv.names import check_name
 from podenv.store import Store, Versioned, channel_key
 from podenv.store.backend import PreconditionFailed
@@ -65,7 +64,7 @@ def promote(store: Store, name: str, version: str, channel: str) -> dict[str, An
         "digest": digest,
         "previous": {"version": old["version"], "digest": old["digest"]} if old else None,
         "sequence": old["sequence"] + 1 if old else 1,
-        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "updated_at": utc_timestamp(),
         "by": _actor(),
     }
     store.write_channel(name, channel, canonical_json(pointer), expected=current)

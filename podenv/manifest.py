@@ -5,6 +5,7 @@ sha256 of the stored bytes is the release digest a worker can be pinned to.
 """
 
 import json
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -23,6 +24,11 @@ _MAX_DETAIL = 160
 def schema() -> dict[str, Any]:
     text = resources.files("podenv.schemas").joinpath(_SCHEMA_FILE).read_text()
     return json.loads(text)
+
+
+def utc_timestamp(epoch: float | None = None) -> str:
+    """The timestamp form manifests and channel pointers use, e.g. 2026-11-22T12:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def canonical_json(document: dict[str, Any]) -> bytes:

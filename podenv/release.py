@@ -23,7 +23,7 @@ from podenv.envspec import EnvSpec
 from podenv.errors import AlreadyExistsError, NotFoundError
 from podenv.lock import read_plan
 from podenv.log import get_logger
-from podenv.manifest import LAYER_MEDIA_TYPE, SCHEMA_VERSION, Manifest
+from podenv.manifest import LAYER_MEDIA_TYPE, SCHEMA_VERSION, Manifest, utc_timestamp
 from podenv.progress import Progress, human_bytes
 from podenv.store import Store
 
@@ -70,13 +70,9 @@ def _git_commit(workdir: Path) -> str | None:
     return commit if result.returncode == 0 and commit else None
 
 
-def _timestamp(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
 def _created() -> str:
     """Release time; SOURCE_DATE_EPOCH pins it for reproducible manifests."""
-    return _timestamp(int(os.environ.get("SOURCE_DATE_EPOCH", time.time())))
+    return utc_timestamp(int(os.environ.get("SOURCE_DATE_EPOCH", time.time())))
 
 
 def make_manifest(
