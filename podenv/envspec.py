@@ -36,10 +36,18 @@ class ModelSpec:
     def layer_document(self) -> dict[str, Any]:
         """What the release manifest records about this model."""
         entry = {"id": self.id, "source": self.source, "revision": self.revision}
-        for key in ("plugin", "optional"):
+        for key in ("plugin", "optional", "options", "repo_type"):
             if key in self.document:
                 entry[key] = self.document[key]
+        if self.source == "url":
+            entry["filename"] = self.torch_filename
         return entry
+
+    @property
+    def torch_filename(self) -> str:
+        """Where a url model lies under TORCH_HOME: torch.hub's checkpoints dir unless set."""
+        url = self.document["url"]
+        return self.document.get("filename") or f"hub/checkpoints/{url.rsplit('/', 1)[-1]}"
 
 
 @dataclass(frozen=True)

@@ -89,11 +89,9 @@ def _download(url: str, destination: Path, expected_sha256: str, label: str) -> 
 
 
 def _lay_out_url(spec: ModelSpec, staging: Path) -> None:
-    url = spec.document["url"]
-    relative = spec.document.get("filename") or f"hub/checkpoints/{url.rsplit('/', 1)[-1]}"
-    destination = staging / relative
+    destination = staging / spec.torch_filename
     destination.parent.mkdir(parents=True, exist_ok=True)
-    _download(url, destination, spec.document["sha256"], spec.name)
+    _download(spec.document["url"], destination, spec.document["sha256"], spec.name)
 
 
 def build_model_layer(spec: ModelSpec, workdir: Path, output: Path) -> ArchiveInfo:
