@@ -415,6 +415,9 @@ def summary_line(report: BootReport) -> str:
     return line
 
 
+STORE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, str]:
     """The variables the worker runs with: the env's own tools first, the release's caches, offline."""
     env = dict(base)
@@ -427,6 +430,9 @@ def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, s
     env["TRANSFORMERS_OFFLINE"] = "1"
     env["PODENV_RELEASE"] = str(ready.directory / "release.json")
     env.pop("PYTHONHOME", None)
+    # The store's credentials were for boot; the handler and its model code never need them.
+    for name in STORE_CREDENTIALS:
+        env.pop(name, None)
     return env
 
 

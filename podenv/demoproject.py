@@ -8,6 +8,7 @@ wheel with its hash, ``envs/demo.yaml`` with one local model, and the pipeline's
 
 import json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -38,6 +39,12 @@ SIX = PypiWheel(
     "https://files.pythonhosted.org/packages/b7/ce/149a00dd41f10bc29e5921b496af8b574d8413afcd5e30dfa0ed46c2cc5e/six-1.17.0-py2.py3-none-any.whl",
     "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
 )
+
+
+def worker_wheels() -> list[PypiWheel]:
+    """The runpod SDK and its dependencies, pinned by ``scripts/pin_demo_wheels.py``."""
+    document = json.loads(resources.files("podenv.data").joinpath("demo-worker-wheels.json").read_text())
+    return [PypiWheel(**wheel) for wheel in document["wheels"]]
 
 
 def greeting_source(version: str) -> str:
@@ -105,6 +112,12 @@ def write_config(project: Path, repository: Path, store: str) -> None:
     (project / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def write_lock_for(project: Path, channel_dir: Path, greeting_version: str, wheels: list[PypiWheel]) -> None:
+    """``project``'s pixi.lock: CPython and ``greeting`` from the local channel, plus ``wheels``."""
+    names = ["python", f"greeting =={greeting_version}"]
+    write_lock(project / "pixi.lock", PIXI_ENVIRONMENT, f"file://{channel_dir}", channel_dir, names, wheels)
+
+
 def build_channel_dir(channel_dir: Path, greeting_versions: tuple[str, ...] = ("1.0",)) -> str:
     specs = [relocatable_python_spec()]
     specs += [module_package_spec("greeting", v, greeting_source(v)) for v in greeting_versions]
@@ -112,13 +125,20 @@ def build_channel_dir(channel_dir: Path, greeting_versions: tuple[str, ...] = ("
 
 
 def create_project(
-    project: Path, repository: Path, store: str, channel_dir: Path, greeting_version: str = "1.0"
+    project: Path,
+    repository: Path,
+    store: str,
+    channel_dir: Path,
+    greeting_version: str = "1.0",
+    wheels: list[PypiWheel] | None = None,
 ) -> Path:
-    """Write the demo project into ``project`` (channel already built at ``channel_dir``)."""
+    """Write the demo project into ``project`` (channel already built at ``channel_dir``).
+
+    ``wheels`` are the env's PyPI packages: by default only ``six``, which keeps pipeline tests
+    small; an env that runs the worker handler takes :func:`worker_wheels`.
+    """
     project.mkdir(parents=True, exist_ok=True)
-    channel = f"file://{channel_dir}"
-    names = ["python", f"greeting =={greeting_version}"]
-    write_lock(project / "pixi.lock", PIXI_ENVIRONMENT, channel, channel_dir, names, [SIX])
+    write_lock_for(project, channel_dir, greeting_version, wheels or [SIX])
     write_model(project / "models" / "demo-model", "r1")
     write_env_spec(project / "envs" / "demo.yaml", "1.0.0", "r1")
     write_config(project, repository, store)

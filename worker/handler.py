@@ -260,6 +260,7 @@ def main() -> int:
         release=worker.release.label,
         plugins=list(worker.plugins),
         concurrency=worker.max_concurrency,
+        python=sys.executable,
     )
     runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
     return 0
