@@ -285,15 +285,26 @@ def _directory_bytes(volume: Volume) -> int:
     return total
 
 
-def check_space(volume: Volume, missing: list[Any], options: BootOptions) -> None:
-    """Refuse before the first byte is fetched if the layers cannot fit."""
-    needed = sum(layer.unpacked_size + (layer.size if options.keep_blobs else 0) for layer in missing)
-    if not needed:
-        return
+def space_needed(missing: list[Any], keep_blobs: bool) -> int:
+    """Bytes the missing layers take on the volume once installed (and their blobs, if kept)."""
+    return sum(layer.unpacked_size + (layer.size if keep_blobs else 0) for layer in missing)
+
+
+def space_free(volume: Volume, quota: int | None) -> int:
+    """Bytes podenv may still write: the filesystem's free space, or less under a quota."""
     filesystem = os.statvfs(volume.root)
     free = filesystem.f_bavail * filesystem.f_frsize
-    if options.quota is not None:
-        free = min(free, max(options.quota - _directory_bytes(volume), 0))
+    if quota is not None:
+        free = min(free, max(quota - _directory_bytes(volume), 0))
+    return free
+
+
+def check_space(volume: Volume, missing: list[Any], options: BootOptions) -> None:
+    """Refuse before the first byte is fetched if the layers cannot fit."""
+    needed = space_needed(missing, options.keep_blobs)
+    if not needed:
+        return
+    free = space_free(volume, options.quota)
     if needed + SPACE_MARGIN > free:
         raise BootError(
             f"not enough space on {volume.root}: the release needs {human_bytes(needed)} "

@@ -1,4 +1,4 @@
-"""The worker's subcommands: `boot`, `status`, `gc`. Options default from PODENV_* variables."""
+"""The worker's subcommands: `boot`, `status`, `gc`, `doctor`. Options default from PODENV_* variables."""
 
 import argparse
 import json
@@ -71,6 +71,21 @@ def run_gc(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_doctor(arguments: argparse.Namespace) -> int:
+    from podenv.doctor import DoctorOptions, report, run_checks
+
+    options = DoctorOptions(
+        root=Path(arguments.root),
+        store_url=arguments.store,
+        env=arguments.env,
+        channel=arguments.channel,
+        version=arguments.version,
+        quota=arguments.quota,
+        driver_cuda=arguments.assume_driver_cuda,
+    )
+    return report(run_checks(options))
+
+
 def _add_root(parser: argparse.ArgumentParser) -> None:
     from podenv.volume import DEFAULT_ROOT
 
@@ -111,3 +126,25 @@ def register(commands: Any) -> None:
     gc.add_argument("--keep", type=int, required=True, help="how many most recently used releases to keep")
     _add_root(gc)
     gc.set_defaults(run=run_gc)
+
+    _register_doctor(commands)
+
+
+def _register_doctor(commands: Any) -> None:
+    from podenv.volume import DEFAULT_ROOT
+
+    doctor = commands.add_parser(
+        "doctor", help="check the store, release, volume and driver a boot needs; one PASS/FAIL line each"
+    )
+    doctor.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
+    doctor.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
+    doctor.add_argument("--version", default=_env("PODENV_VERSION"), help="pinned version ($PODENV_VERSION)")
+    doctor.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
+    doctor.add_argument("--root", default=_env("PODENV_ROOT", DEFAULT_ROOT), help="default: $PODENV_ROOT")
+    doctor.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
+    doctor.add_argument(
+        "--assume-driver-cuda",
+        metavar="VERSION",
+        help="check the release against a driver supporting this CUDA version instead of this machine's",
+    )
+    doctor.set_defaults(run=run_doctor)

@@ -57,6 +57,6 @@ def check_driver(required: str | None, found: str | None, release: str) -> None:
         return
     if _as_tuple(found) < _as_tuple(required):
         raise DriverTooOldError(
-            f"the NVIDIA driver here supports CUDA {found}, but {release} needs CUDA {required} or later: "
+            f"the NVIDIA driver here supports CUDA {found}, but {release} needs CUDA {required} or later; "
             "pick GPUs whose driver supports it (RunPod's CUDA version filter) or boot an older release."
         )

@@ -36,7 +36,7 @@ def _credentials_from_environment() -> dict[str, str]:
     secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not key_id or not secret:
         raise StoreError(
-            "no S3 credentials in the environment: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+            "no S3 credentials in the environment; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
         )
     credentials = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
     if token := os.environ.get("AWS_SESSION_TOKEN"):
