@@ -1,0 +1,179 @@
+"""The deployment files: the worker image, its pinned requirements, the workflows and the
+RunPod template, checked with the linters the project pins (hadolint, actionlint, zizmor)
+and against what podenv really reads."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from podenv.volume import DEFAULT_ROOT
+
+REPOSITORY = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+WORKFLOWS = sorted((REPOSITORY / ".github" / "workflows").glob("*.yml"))
+TEMPLATE = REPOSITORY / "deploy" / "runpod-template.json"
+EXPORT = ["export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt"]
+# Read by RunPod or the Hugging Face libraries, not by podenv.
+PLATFORM_VARIABLES = {"RUNPOD_INIT_TIMEOUT", "HF_HUB_OFFLINE"}
+# saveTemplate's required input fields (RunPod GraphQL docs, "Manage templates").
+TEMPLATE_FIELDS = {"name", "imageName", "containerDiskInGb", "volumeInGb", "dockerArgs", "env"}
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f"{name} is missing from the dev environment; run `make setup`.")
+    return str(path)
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, cwd=REPOSITORY, timeout=300)
+
+
+def body(requirements: str) -> list[str]:
+    """The requirement lines, without the comment header at the top."""
+    lines = requirements.splitlines()
+    while lines and lines[0].startswith("#"):
+        lines.pop(0)
+    return lines
+
+
+# The image
+
+
+def test_worker_requirements_are_in_sync_with_the_lock() -> None:
+    exported = run(sys.executable, "-m", "uv", *EXPORT)
+    assert exported.returncode == 0, exported.stderr
+    requirements = (REPOSITORY / "worker" / "requirements.txt").read_text()
+
+    assert body(requirements) == body(exported.stdout), (
+        "worker/requirements.txt is out of date with uv.lock; regenerate it with the command in its header"
+    )
+    assert f"uv {' '.join(EXPORT)} -o worker/requirements.txt" in requirements.splitlines()[1]
+
+
+def test_worker_requirements_are_podenvs_runtime_dependencies_only_and_hashed() -> None:
+    requirements = (REPOSITORY / "worker" / "requirements.txt").read_text()
+    names = {line.split("==")[0] for line in body(requirements) if "==" in line}
+
+    assert {"boto3", "zstandard", "jsonschema"} <= names
+    assert not names & {"torch", "snakemake", "py-rattler", "conda-pack", "pytest", "uv", "huggingface-hub"}
+    pins = [line for line in body(requirements) if "==" in line]
+    assert all(line.endswith("\\") for line in pins), "every pin must be followed by its hashes"
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    result = run(tool("hadolint"), "--no-color", "worker/Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+
+
+def test_the_dockerfile_is_thin_and_execs_the_start_script() -> None:
+    dockerfile = (REPOSITORY / "worker" / "Dockerfile").read_text()
+
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", dockerfile, re.MULTILINE)
+    assert "--require-hashes" in dockerfile and "--no-deps" in dockerfile
+    assert "WORKDIR /opt/podenv" in dockerfile and "COPY worker/ /opt/podenv/worker/" in dockerfile
+    assert 'ENTRYPOINT ["/opt/podenv/worker/start.sh"]' in dockerfile
+    assert not re.search(r"torch|cuda|nvidia", dockerfile.split("FROM", 1)[1], re.IGNORECASE)
+
+
+def test_the_start_script_execs_boot_then_the_handler() -> None:
+    script = REPOSITORY / "worker" / "start.sh"
+
+    assert os.access(script, os.X_OK)
+    assert 'exec podenv boot --exec -- python -m worker.handler "$@"' in script.read_text().splitlines()
+    assert run("sh", "-n", str(script)).returncode == 0
+
+
+def test_the_build_context_keeps_only_what_the_image_needs() -> None:
+    ignore = (REPOSITORY / "worker" / "Dockerfile.dockerignore").read_text().splitlines()
+    rules = [line for line in ignore if line and not line.startswith("#")]
+
+    assert rules[0] == "*"
+    assert {"!pyproject.toml", "!README.md", "!podenv/", "!worker/"} <= set(rules)
+
+
+# The workflows
+
+
+def test_the_workflows_pass_actionlint() -> None:
+    result = run(tool("actionlint"), "-no-color", "-oneline", *map(str, WORKFLOWS))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_workflows_pass_zizmor_offline_as_an_auditor() -> None:
+    result = run(tool("zizmor"), "--offline", "--persona=auditor", "--no-progress", ".github/workflows")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version() -> None:
+    uses = [line.strip() for path in WORKFLOWS for line in path.read_text().splitlines() if "uses:" in line]
+
+    assert uses
+    for line in uses:
+        assert re.search(r"uses: [\w.-]+/[\w./-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line
+
+
+def test_checkouts_do_not_keep_credentials() -> None:
+    for path in WORKFLOWS:
+        text = path.read_text()
+        assert text.count("actions/checkout@") == text.count("persist-credentials: false"), path.name
+
+
+def test_build_env_offers_exactly_the_envs_there_are() -> None:
+    workflow = (REPOSITORY / ".github" / "workflows" / "build-env.yml").read_text()
+    options = re.search(r"options: \[(.*)\]", workflow)
+    envs = sorted(path.stem for path in (REPOSITORY / "envs").glob("*.yaml"))
+
+    assert options is not None
+    assert sorted(option.strip() for option in options.group(1).split(",")) == envs
+    assert "build_env release publish" in workflow
+
+
+# The RunPod template
+
+
+def _template() -> dict:
+    return json.loads(TEMPLATE.read_text())
+
+
+def _podenv_source() -> str:
+    return "\n".join(path.read_text() for path in (REPOSITORY / "podenv").rglob("*.py"))
+
+
+def test_the_template_has_the_fields_save_template_needs() -> None:
+    template = _template()
+
+    assert set(template) >= TEMPLATE_FIELDS
+    assert template["isServerless"] is True
+    assert template["volumeInGb"] == 0, "serverless templates take the network volume from the endpoint"
+    assert template["dockerArgs"] == "", "the image's entrypoint is the start script"
+    assert isinstance(template["containerDiskInGb"], int) and template["containerDiskInGb"] >= 5
+    assert all(set(entry) == {"key", "value"} for entry in template["env"])
+
+
+def test_the_templates_variables_are_the_ones_podenv_reads() -> None:
+    variables = {entry["key"]: entry["value"] for entry in _template()["env"]}
+    source = _podenv_source()
+
+    assert len(variables) == len(_template()["env"]), "a variable is set twice"
+    for name in set(variables) - PLATFORM_VARIABLES:
+        assert f'"{name}"' in source, f"podenv never reads {name}"
+    required = {"PODENV_STORE", "PODENV_ENV", "PODENV_CHANNEL", "PODENV_ROOT", "AWS_ACCESS_KEY_ID"}
+    assert required | {"AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} | PLATFORM_VARIABLES <= set(variables)
+    assert variables["PODENV_ROOT"] == DEFAULT_ROOT
+    assert variables["PODENV_STORE"].startswith("s3://")
+    assert variables["HF_HUB_OFFLINE"] == "1"
+    assert int(variables["RUNPOD_INIT_TIMEOUT"]) > 420, "RunPod's default is 7 minutes"
+
+
+def test_credentials_in_the_template_are_runpod_secrets() -> None:
+    for entry in _template()["env"]:
+        if entry["key"].startswith("AWS_"):
+            assert re.fullmatch(r"\{\{ RUNPOD_SECRET_[a-z0-9_]+ \}\}", entry["value"]), entry
