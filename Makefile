@@ -1,12 +1,15 @@
-# The README's commands: `make test` (and, once it exists, `make demo`). Each sets itself up.
+# The README's commands: `make demo` and `make test`. Each sets itself up.
 UV_VERSION := 0.13.9
 UV := python3 -m uv
 
-.PHONY: setup lint test bench
+.PHONY: setup demo lint test bench
 
 setup:
 	@python3 -m uv --version 2>/dev/null | grep -q "$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --extra dev
+
+demo: setup
+	$(UV) run --frozen python -m podenv.demo
 
 lint: setup
 	$(UV) run --frozen ruff check .
