@@ -5,35 +5,15 @@ import base64
 import json
 import shutil
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 
-from podenv.demoproject import build_channel_dir, create_project, worker_wheels
 from podenv.localworker import LocalWorker, LocalWorkerError
 from podenv.seaweed import SeaweedServer
-from tests.integration.boot_support import PODENV, REPOSITORY, clean_environment
-from tests.integration.pipeline_support import snakemake
+from tests.integration.boot_support import PODENV, REPOSITORY
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture(scope="module")
-def worker_release(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer) -> dict[str, str]:
-    """The demo project with the runpod SDK in its env, published to `stable` by Snakemake."""
-    store = f"s3://{seaweed.bucket}/handler-{uuid.uuid4().hex[:12]}"
-    channel_dir = tmp_path_factory.mktemp("channel")
-    build_channel_dir(channel_dir)
-    project = tmp_path_factory.mktemp("project")
-    create_project(project, REPOSITORY, store, channel_dir, wheels=worker_wheels())
-    environment = {**clean_environment(seaweed.environment)}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in seaweed.environment.items():
-            patch.setenv(name, value)
-        result = snakemake(project, "publish", "--config", "channel=stable")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return {"store": store, **environment}
 
 
 def booted_worker(release: dict[str, str], root: Path, extra: dict[str, str] | None = None) -> LocalWorker:
