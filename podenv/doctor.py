@@ -10,6 +10,7 @@ exactly those such filesystems get wrong.
 
 import errno
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -82,7 +83,7 @@ class _Findings:
 
     options: DoctorOptions
     store: Any = None
-    pointer: dict[str, Any] | None = None
+    pointer: bytes | None = None
     manifest: Any = None
     volume_ok: bool = False
 
@@ -110,8 +111,6 @@ def _names_are_valid(options: DoctorOptions) -> bool:
 
 def check_store(findings: _Findings) -> CheckResult:
     """Open the store and read one object with these credentials: the env's channel pointer."""
-    import json
-
     from podenv.store import open_store
 
     options = findings.options
@@ -121,7 +120,7 @@ def check_store(findings: _Findings) -> CheckResult:
         store = open_store(options.store_url)
         if options.env and _names_are_valid(options):
             pointer = store.read_channel(options.env, options.channel)
-            findings.pointer = json.loads(pointer.data) if pointer else None
+            findings.pointer = pointer.data if pointer else None
             seen = f"channel {options.channel} of {options.env} {'read' if pointer else 'is absent'}"
         else:
             seen = f"{len(store.backend.list_keys('channels/'))} channel objects listed"
@@ -138,15 +137,21 @@ def _resolve(findings: _Findings) -> tuple[str, str | None, str]:
     """(version, digest the channel promises or None, how it was chosen)."""
     options = findings.options
     if options.version:
-        return options.version, None, "pinned by PODENV_VERSION"
-    pointer = findings.pointer
-    if pointer is None:
+        return options.version, None, "pinned"
+    if findings.pointer is None:
         raise NotFoundError(
             f"channel {options.channel} of {options.env} does not exist in {options.store_url}; "
             f"publish with --channel {options.channel}, `podenv promote {options.env} VERSION "
             f"--channel {options.channel}`, or pin PODENV_VERSION."
         )
-    return pointer["version"], pointer["digest"], f"channel {options.channel}"
+    try:
+        pointer = json.loads(findings.pointer)
+        return pointer["version"], pointer["digest"], f"channel {options.channel}"
+    except (ValueError, TypeError, KeyError):
+        raise PodenvError(
+            f"channel {options.channel} of {options.env} in {options.store_url} is not a channel pointer; "
+            f"move it again with `podenv promote {options.env} VERSION --channel {options.channel}`."
+        ) from None
 
 
 def check_release(findings: _Findings) -> CheckResult:
@@ -450,9 +455,18 @@ CHECKS: tuple[Callable[[_Findings], CheckResult], ...] = (
 )
 
 
+def _guarded(check: Callable[[_Findings], CheckResult], findings: _Findings) -> CheckResult:
+    """A check that breaks is one failed line, not a traceback that hides the other checks."""
+    try:
+        return check(findings)
+    except Exception as error:
+        name = check.__name__.removeprefix("check_")
+        return failed(name, f"the check itself broke ({type(error).__name__})", "report this as a podenv bug")
+
+
 def run_checks(options: DoctorOptions) -> list[CheckResult]:
     findings = _Findings(options)
-    return [check(findings) for check in CHECKS]
+    return [_guarded(check, findings) for check in CHECKS]
 
 
 def _counts(results: list[CheckResult]) -> dict[str, int]:

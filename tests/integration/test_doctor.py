@@ -206,6 +206,19 @@ def test_a_missing_channel_is_a_release_failure(release: Published, s3env, tmp_p
     assert lines(result)["space"].startswith("SKIP space: no release resolved")
 
 
+def test_a_channel_object_that_is_not_a_pointer_is_a_release_failure(
+    release: Published, s3env, tmp_path: Path
+) -> None:
+    open_store(release.store).backend.put_bytes("channels/doc/broken.json", b"not json")
+    environment = worker_environment(release, s3env, tmp_path / "root", PODENV_CHANNEL="broken")
+
+    result = doctor(environment)
+
+    assert_only_failure(
+        result, "release", "channel broken of doc", "is not a channel pointer", "podenv promote"
+    )
+
+
 def test_a_missing_version_is_a_release_failure(release: Published, s3env, tmp_path: Path) -> None:
     environment = worker_environment(release, s3env, tmp_path / "root", PODENV_VERSION="9.9")
 
