@@ -56,10 +56,10 @@ def is_fatal_cuda_error(error: BaseException) -> bool:
     return type(error).__name__ == "AcceleratorError" or any(marker in text for marker in _FATAL_CUDA_MARKERS)
 
 
-def choose_device() -> str:
+def choose_device(environ: dict[str, str]) -> str:
     """``PODENV_DEVICE``, else ``cuda`` when torch is in the env and sees a GPU, else ``cpu``."""
-    if os.environ.get("PODENV_DEVICE"):
-        return os.environ["PODENV_DEVICE"]
+    if environ.get("PODENV_DEVICE"):
+        return environ["PODENV_DEVICE"]
     try:
         import torch
     except ImportError:
@@ -193,8 +193,8 @@ class Worker:
 _log = logging.getLogger("podenv.worker")
 
 
-def _load_plugin(name: str, release: Release, device: str) -> Plugin:
-    models = [resolve_model(layer) for layer in release.plugins()[name]]
+def _load_plugin(name: str, release: Release, device: str, environ: dict[str, str]) -> Plugin:
+    models = [resolve_model(layer, environ) for layer in release.plugins()[name]]
     plugin = plugin_class(name)()
     rss_before, gpu_before, started = _resident_bytes(), _gpu_bytes(), time.monotonic()
     plugin.load(models, device)
@@ -217,11 +217,11 @@ def start_worker(environ: dict[str, str]) -> Worker:
     release = read_release(environ.get("PODENV_RELEASE"))
     if not release.models:
         raise WorkerStartError(f"release {release.label} has no model layer with a plugin: nothing to serve.")
-    device = choose_device()
+    device = choose_device(environ)
     worker = Worker(release, device, {}, {}, max_concurrency=int(environ.get("PODENV_CONCURRENCY", "1")))
     for name, layers in release.plugins().items():
         try:
-            worker.plugins[name] = _load_plugin(name, release, device)
+            worker.plugins[name] = _load_plugin(name, release, device, environ)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, ReleaseError) else str(error)
             if not all(layer.optional for layer in layers):
