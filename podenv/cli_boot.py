@@ -80,6 +80,7 @@ def run_doctor(arguments: argparse.Namespace) -> int:
         env=arguments.env,
         channel=arguments.channel,
         version=arguments.version,
+        digest=arguments.digest,
         quota=arguments.quota,
         driver_cuda=arguments.assume_driver_cuda,
     )
@@ -139,6 +140,7 @@ def _register_doctor(commands: Any) -> None:
     doctor.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
     doctor.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
     doctor.add_argument("--version", default=_env("PODENV_VERSION"), help="pinned version ($PODENV_VERSION)")
+    doctor.add_argument("--digest", default=_env("PODENV_DIGEST"), help="pinned digest ($PODENV_DIGEST)")
     doctor.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
     doctor.add_argument("--root", default=_env("PODENV_ROOT", DEFAULT_ROOT), help="default: $PODENV_ROOT")
     doctor.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")

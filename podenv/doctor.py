@@ -36,6 +36,7 @@ class DoctorOptions:
     env: str | None = None
     channel: str = "stable"
     version: str | None = None
+    digest: str | None = None
     quota: int | None = None
     # Check the release against this driver CUDA version instead of the GPU's: "would it
     # run on hosts with driver X?" (RunPod's CUDA filter), asked from anywhere.
@@ -134,10 +135,12 @@ def check_store(findings: _Findings) -> CheckResult:
 
 
 def _resolve(findings: _Findings) -> tuple[str, str | None, str]:
-    """(version, digest the channel promises or None, how it was chosen)."""
+    """(version, digest the pin or channel promises or None, how it was chosen)."""
     options = findings.options
     if options.version:
-        return options.version, None, "pinned"
+        return options.version, options.digest, "pinned"
+    if options.digest:
+        return _version_of_digest(findings), options.digest, "pinned by digest"
     if findings.pointer is None:
         raise NotFoundError(
             f"channel {options.channel} of {options.env} does not exist in {options.store_url}; "
@@ -152,6 +155,21 @@ def _resolve(findings: _Findings) -> tuple[str, str | None, str]:
             f"channel {options.channel} of {options.env} in {options.store_url} is not a channel pointer; "
             f"move it again with `podenv promote {options.env} VERSION --channel {options.channel}`."
         ) from None
+
+
+def _version_of_digest(findings: _Findings) -> str:
+    """The published version whose manifest has the pinned digest (boot's own search)."""
+    from podenv.digests import digest_bytes, digest_hex
+
+    options = findings.options
+    digest_hex(options.digest or "")
+    for version in findings.store.list_versions(options.env):
+        if digest_bytes(findings.store.get_release(options.env, version)) == options.digest:
+            return version
+    raise NotFoundError(
+        f"no release of {options.env} in {options.store_url} has digest {options.digest}; "
+        f"unset PODENV_DIGEST or pick one that `podenv releases {options.env}` lists."
+    )
 
 
 def check_release(findings: _Findings) -> CheckResult:
@@ -171,9 +189,9 @@ def check_release(findings: _Findings) -> CheckResult:
     if digest is not None and manifest.digest != digest:
         return failed(
             "release",
-            f"channel {options.channel} names {version} with digest {digest}, "
-            f"but the store's release has {manifest.digest}",
-            f"move the channel again: `podenv promote {options.env} {version} --channel {options.channel}`",
+            f"{options.env} {version} ({how}) should have digest {digest}, "
+            f"but the store's has {manifest.digest}",
+            f"pin the digest `podenv releases {options.env}` shows, or move the channel again",
         )
     findings.manifest = manifest
     unpacked = sum(layer.unpacked_size for layer in manifest.layers)

@@ -219,6 +219,19 @@ def test_a_channel_object_that_is_not_a_pointer_is_a_release_failure(
     )
 
 
+def test_a_digest_pin_resolves_and_a_wrong_one_is_a_release_failure(
+    release: Published, s3env, tmp_path: Path
+) -> None:
+    pinned = worker_environment(release, s3env, tmp_path / "root", PODENV_DIGEST=release.digest)
+    wrong = {**pinned, "PODENV_DIGEST": "sha256:" + "0" * 64}
+
+    good, bad = doctor(pinned), doctor(wrong)
+
+    assert good.returncode == 0, good.stderr
+    assert f"PASS release: doc 1 (pinned by digest), {release.digest}" in good.stderr
+    assert_only_failure(bad, "release", "no release of doc", "has digest sha256:000", "unset PODENV_DIGEST")
+
+
 def test_a_missing_version_is_a_release_failure(release: Published, s3env, tmp_path: Path) -> None:
     environment = worker_environment(release, s3env, tmp_path / "root", PODENV_VERSION="9.9")
 
