@@ -251,6 +251,8 @@ def main() -> int:
     except (ReleaseError, WorkerStartError, UnknownPluginError) as error:
         logs.event(_log, f"worker not started: {error}", logging.ERROR, event="worker_failed")
         return 1
+    # The SDK logs every job's whole output (base64 audio included) at its default, DEBUG.
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "INFO")
     import runpod
 
     logs.event(

@@ -59,6 +59,7 @@ def boot_model_release(work: Path, name: str, models: list[dict[str, Any]]) -> d
     """Publish ``models`` (model entries as in envs/<name>.yaml, each with ``source: local`` and a
     ``path``) as release ``name`` 1.0.0 to a file:// store, boot it onto a volume under ``work``
     and return the environment ``podenv boot --exec`` gives the worker."""
+    (work / "store").mkdir(parents=True, exist_ok=True)
     store = open_store(f"file://{work / 'store'}")
     layers, archives = [], {}
     for entry in models:

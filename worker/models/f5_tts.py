@@ -21,6 +21,7 @@ CPU), so ``python -m worker.handler --describe`` stays quick.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import secrets
@@ -268,20 +269,22 @@ class F5TTSPlugin(Plugin):
                 str(reference), request.reference_text, show_info=_log.debug
             )
             self._check_trimmed_reference(ref_audio)
-            wave, rate, _ = utils.infer_process(
-                ref_audio,
-                ref_text,
-                request.text,
-                self._model,
-                self._vocoder,
-                mel_spec_type="vocos",
-                show_info=_log.debug,
-                progress=None,
-                nfe_step=request.steps,
-                cfg_strength=request.cfg_strength,
-                speed=request.speed,
-                device=self._device,
-            )
+            # f5-tts prints the reference and the job's text: user content stays out of the log.
+            with contextlib.redirect_stdout(io.StringIO()):
+                wave, rate, _ = utils.infer_process(
+                    ref_audio,
+                    ref_text,
+                    request.text,
+                    self._model,
+                    self._vocoder,
+                    mel_spec_type="vocos",
+                    show_info=_log.debug,
+                    progress=None,
+                    nfe_step=request.steps,
+                    cfg_strength=request.cfg_strength,
+                    speed=request.speed,
+                    device=self._device,
+                )
         finally:
             # f5-tts keeps each trimmed reference as a temp file, cached forever: not on a worker.
             for key in set(cache) - cached_before:
