@@ -144,7 +144,9 @@ def _template() -> dict:
 
 
 def _podenv_source() -> str:
-    return "\n".join(path.read_text() for path in (REPOSITORY / "podenv").rglob("*.py"))
+    """podenv's and the handler's code: what reads the template's variables."""
+    files = [*(REPOSITORY / "podenv").rglob("*.py"), *(REPOSITORY / "worker").rglob("*.py")]
+    return "\n".join(path.read_text() for path in files)
 
 
 def test_the_template_has_the_fields_save_template_needs() -> None:
@@ -175,5 +177,5 @@ def test_the_templates_variables_are_the_ones_podenv_reads() -> None:
 
 def test_credentials_in_the_template_are_runpod_secrets() -> None:
     for entry in _template()["env"]:
-        if entry["key"].startswith("AWS_"):
+        if entry["key"].startswith(("AWS_", "BUCKET_")):
             assert re.fullmatch(r"\{\{ RUNPOD_SECRET_[a-z0-9_]+ \}\}", entry["value"]), entry
