@@ -426,6 +426,12 @@ def summary_line(report: BootReport) -> str:
     return line
 
 
+TELEMETRY_OFF = {
+    "ORT_DISABLE_TELEMETRY": "1",
+    "PYANNOTE_METRICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+}
 STORE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
@@ -439,6 +445,9 @@ def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, s
     env["TORCH_HOME"] = str(ready.directory / "torch")
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
+    # Libraries the plugins import phone home unless told not to (onnxruntime, under pyannote,
+    # connects to Microsoft's telemetry endpoint at import on Linux).
+    env.update(TELEMETRY_OFF)
     env["PODENV_RELEASE"] = str(ready.directory / "release.json")
     env.pop("PYTHONHOME", None)
     # The store's credentials were for boot; the handler and its model code never need them.

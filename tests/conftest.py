@@ -1,6 +1,8 @@
 """Fixtures shared by all test layers: a real S3 server and a store over each backend."""
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,6 +11,22 @@ import pytest
 
 from podenv.seaweed import SeaweedServer
 from podenv.store import Store, TransferConfig, open_store
+
+
+def _has_nvidia_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True, check=False).returncode == 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run where there is a GPU (the device machine: `pytest -m gpu`), nowhere else."""
+    if _has_nvidia_gpu():
+        return
+    needs_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU; run `pytest -m gpu` on the device machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(needs_gpu)
 
 
 @pytest.fixture(scope="session")

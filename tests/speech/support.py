@@ -9,6 +9,7 @@ store, booted onto a volume, so the handler reads the caches exactly as on RunPo
 import hashlib
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,20 @@ def run_in_speech_venv(python: Path, script: str, *args: str) -> str:
 
 
 def boot_model_release(work: Path, name: str, models: list[dict[str, Any]]) -> dict[str, str]:
-    """Publish ``models`` (model entries as in envs/<name>.yaml, each with ``source: local`` and a
-    ``path``) as release ``name`` 1.0.0 to a file:// store, boot it onto a volume under ``work``
-    and return the environment ``podenv boot --exec`` gives the worker."""
+    """Publish ``models`` (model entries as in envs/<name>.yaml) as release ``name`` 1.0.0 and
+    boot it; see :func:`boot_model_specs`."""
+    specs = [ModelSpec(m["name"], m["source"], m["id"], m["revision"], m["target"], m) for m in models]
+    return boot_model_specs(work, name, specs)
+
+
+def boot_model_specs(work: Path, name: str, specs: Sequence[ModelSpec]) -> dict[str, str]:
+    """Build each model layer with podenv's builder (any source), publish them as release
+    ``name`` 1.0.0 to a file:// store, boot it onto a volume under ``work`` and return the
+    environment ``podenv boot --exec`` gives the worker."""
     (work / "store").mkdir(parents=True, exist_ok=True)
     store = open_store(f"file://{work / 'store'}")
     layers, archives = [], {}
-    for entry in models:
-        spec = ModelSpec(entry["name"], "local", entry["id"], entry["revision"], entry["target"], entry)
+    for spec in specs:
         archive = work / "layers" / f"{spec.name}.tar.zst"
         archive.parent.mkdir(parents=True, exist_ok=True)
         info = build_model_layer(spec, Path("/"), archive)

@@ -114,7 +114,6 @@ def weights(speech_python: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 @pytest.fixture(scope="module")
 def release(weights: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     work = tmp_path_factory.mktemp("f5-release")
-    (work / "store").mkdir()  # boot_model_release opens a file:// store there; it must exist
     return boot_model_release(work, "tts", release_entries(weights[0]))
 
 

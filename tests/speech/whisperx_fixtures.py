@@ -29,14 +29,8 @@ from typing import Any
 
 import yaml
 
-from podenv.boot import BootOptions, BootReport, prepare, worker_environment
-from podenv.envspec import ModelSpec, load_env_spec
-from podenv.manifest import Manifest
-from podenv.models import build_model_layer
-from podenv.release import layer_document, publish
-from podenv.store import open_store
-from tests.manifests import example_manifest
-from tests.speech.support import REPOSITORY, run_in_speech_venv
+from podenv.envspec import load_env_spec
+from tests.speech.support import REPOSITORY, boot_model_specs, run_in_speech_venv
 
 ASR_SPEC = REPOSITORY / "envs" / "asr.yaml"
 SPEECH_WAV = Path(__file__).with_name("data") / "hello_world.wav"
@@ -208,27 +202,6 @@ def asr_spec_with_test_weights(
     return spec
 
 
-def boot_release(work: Path, name: str, models: tuple[ModelSpec, ...]) -> dict[str, str]:
-    """Build ``models`` with podenv's layer builder (any source), publish them as release ``name``
-    1.0.0 to a file:// store, boot it onto a volume under ``work``; the worker's environment.
-    (tests.speech.support.boot_model_release does the same for ``source: local`` only.)"""
-    (work / "store").mkdir(parents=True, exist_ok=True)
-    store = open_store(f"file://{work / 'store'}")
-    layers, archives = [], {}
-    for spec in models:
-        archive = work / "layers" / f"{spec.name}.tar.zst"
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        info = build_model_layer(spec, Path("/"), archive)
-        layers.append(layer_document(info, "model", spec.name, spec.target, {"model": spec.layer_document}))
-        archives[info.digest] = archive
-    document = example_manifest()
-    document.update(name=name, cuda=None, layers=layers)
-    publish(store, Manifest.from_document(document), archives)
-    options = BootOptions(env=name, root=work / "volume", store_url=store.url, version="1.0.0")
-    ready = prepare(options, BootReport(env=name))
-    return worker_environment(ready, {"PATH": "/usr/bin:/bin", "HOME": str(work)})
-
-
 def boot_test_asr_release(work: Path, python: Path, files: FileServer, served_dir: Path) -> dict[str, str]:
     """Write the test weights, publish envs/asr.yaml's layers with them, boot; the worker env."""
     served = {
@@ -236,7 +209,7 @@ def boot_test_asr_release(work: Path, python: Path, files: FileServer, served_di
         "punkt_tab.zip": write_punkt_tab_zip(served_dir / "punkt_tab.zip"),
     }
     spec = load_env_spec(asr_spec_with_test_weights(work, whisper_tiny_dir(python), files, served))
-    return boot_release(work, spec.name, spec.models)
+    return boot_model_specs(work, spec.name, spec.models)
 
 
 HF_ALIGNER_SCRIPT = """
