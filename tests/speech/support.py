@@ -84,9 +84,11 @@ def boot_model_specs(work: Path, name: str, specs: Sequence[ModelSpec]) -> dict[
     return worker_environment(ready, {"PATH": "/usr/bin:/bin", "HOME": str(work)})
 
 
-def speech_worker(python: Path, environment: dict[str, str], log_path: Path) -> LocalWorker:
+def speech_worker(
+    python: Path, environment: dict[str, str], log_path: Path, device: str = "cpu"
+) -> LocalWorker:
     """The handler under the speech venv's python, on the release ``environment`` describes."""
-    env = dict(environment, PODENV_LOG_FORMAT="json", PODENV_DEVICE="cpu", PYTHONUNBUFFERED="1")
+    env = dict(environment, PODENV_LOG_FORMAT="json", PODENV_DEVICE=device, PYTHONUNBUFFERED="1")
     # The venv's bin first: its `ffmpeg` (imageio-ffmpeg) and console scripts.
     env["PATH"] = f"{python.parent}:{env['PATH']}"
     command = [str(python), "-m", "worker.handler"]
