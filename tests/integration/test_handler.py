@@ -4,6 +4,7 @@ under the runpod SDK's local API, the env's own python, the release's model cach
 import base64
 import json
 import shutil
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -134,3 +135,31 @@ def test_a_missing_model_cache_stops_the_worker_at_startup_without_a_download(
     assert "model demo-model (podenv/demo-model@r1) is missing" in message
     assert "never downloads" in message
     assert "127.0.0.1:9" not in message and "worker_ready" not in message
+
+
+def test_test_input_runs_one_job_locally_and_exits(worker_release: dict[str, str], tmp_path: Path) -> None:
+    """`--test_input`, as the runpod SDK documents it: one job, its result in the log, exit 0."""
+    environment = {key: value for key, value in worker_release.items() if key != "store"}
+    command = [*PODENV, "boot", "--root", str(tmp_path / "podenv"), "--env", "demo"]
+    command += ["--store", worker_release["store"], "--exec", "--", "python", "-m", "worker.handler"]
+    good = subprocess.run(
+        [*command, "--test_input", json.dumps({"input": {"name": "Test"}})],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPOSITORY,
+        timeout=300,
+        check=False,
+    )
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    assert "hello Test from greeting 1.0" in good.stdout
+    bad = subprocess.run(
+        [*command, "--test_input", json.dumps({"input": {"name": ""}})],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=REPOSITORY,
+        timeout=300,
+        check=False,
+    )
+    assert bad.returncode == 1 and "input.name: String should have at least 1 character" in bad.stdout
