@@ -98,17 +98,24 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_release_choice(parser: argparse.ArgumentParser) -> None:
+    """Which release, from which store, with how much room: what boot and doctor both read."""
+    parser.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
+    parser.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
+    parser.add_argument("--version", default=_env("PODENV_VERSION"), help="pin a version ($PODENV_VERSION)")
+    parser.add_argument(
+        "--digest", default=_env("PODENV_DIGEST"), help="pin a release digest ($PODENV_DIGEST)"
+    )
+    parser.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
+    parser.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
+
+
 def register(commands: Any) -> None:
     boot = commands.add_parser(
         "boot", help="install a release onto the volume (once, verified) and exec the worker"
     )
-    boot.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
-    boot.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
-    boot.add_argument("--version", default=_env("PODENV_VERSION"), help="pin a version ($PODENV_VERSION)")
-    boot.add_argument("--digest", default=_env("PODENV_DIGEST"), help="pin a release digest ($PODENV_DIGEST)")
-    boot.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
+    _add_release_choice(boot)
     boot.add_argument("--keep-blobs", action="store_true", help="keep compressed layers on the volume")
-    boot.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
     boot.add_argument(
         "--writers",
         type=int,
@@ -137,13 +144,8 @@ def _register_doctor(commands: Any) -> None:
     doctor = commands.add_parser(
         "doctor", help="check the store, release, volume and driver a boot needs; one PASS/FAIL line each"
     )
-    doctor.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
-    doctor.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
-    doctor.add_argument("--version", default=_env("PODENV_VERSION"), help="pinned version ($PODENV_VERSION)")
-    doctor.add_argument("--digest", default=_env("PODENV_DIGEST"), help="pinned digest ($PODENV_DIGEST)")
-    doctor.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
+    _add_release_choice(doctor)
     doctor.add_argument("--root", default=_env("PODENV_ROOT", DEFAULT_ROOT), help="default: $PODENV_ROOT")
-    doctor.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
     doctor.add_argument(
         "--assume-driver-cuda",
         metavar="VERSION",

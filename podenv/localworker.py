@@ -8,8 +8,6 @@ the way a RunPod client would: ``/runsync``, or ``/run`` then ``/status``.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from podenv.errors import PodenvError
+from podenv.processes import stop_process_group
 
 
 class LocalWorkerError(PodenvError):
@@ -93,14 +92,7 @@ class LocalWorker:
         )
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_process_group(self.process)
 
     def __enter__(self) -> LocalWorker:
         return self.start()

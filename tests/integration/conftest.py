@@ -25,3 +25,14 @@ def worker_release(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedSer
         result = snakemake(project, "publish", "--config", "channel=stable")
     assert result.returncode == 0, result.stderr[-3000:]
     return {"store": store, **environment}
+
+
+@pytest.fixture(scope="module")
+def s3env(seaweed: SeaweedServer):
+    """The S3 variables, in this process (for publishing) and for the boots we start."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
+            patch.delenv(name, raising=False)
+        for name, value in seaweed.environment.items():
+            patch.setenv(name, value)
+        yield dict(seaweed.environment)

@@ -77,17 +77,6 @@ def offline(environment: dict[str, str]) -> dict[str, str]:
     return {**environment, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}
 
 
-@pytest.fixture(scope="module")
-def s3env(seaweed: SeaweedServer):
-    """The S3 variables, in this process (for publishing) and for the boots we start."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
-            patch.delenv(name, raising=False)
-        for name, value in seaweed.environment.items():
-            patch.setenv(name, value)
-        yield dict(seaweed.environment)
-
-
 @pytest.fixture
 def env(s3env: dict[str, str]) -> dict[str, str]:
     """The environment of a boot: the test's, with only the S3 server's variables added."""

@@ -31,16 +31,6 @@ CUDA_VERSION = "2-cuda"
 
 
 @pytest.fixture(scope="module")
-def s3env(seaweed: SeaweedServer):
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3"):
-            patch.delenv(name, raising=False)
-        for name, value in seaweed.environment.items():
-            patch.setenv(name, value)
-        yield dict(seaweed.environment)
-
-
-@pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer, s3env) -> Published:
     """Release `doc` 1 (no CUDA) on channel stable, and `doc` 2-cuda (same layers, needs CUDA 12.4)."""
     work = tmp_path_factory.mktemp("doctor")

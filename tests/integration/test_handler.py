@@ -142,24 +142,20 @@ def test_test_input_runs_one_job_locally_and_exits(worker_release: dict[str, str
     environment = {key: value for key, value in worker_release.items() if key != "store"}
     command = [*PODENV, "boot", "--root", str(tmp_path / "podenv"), "--env", "demo"]
     command += ["--store", worker_release["store"], "--exec", "--", "python", "-m", "worker.handler"]
-    good = subprocess.run(
-        [*command, "--test_input", json.dumps({"input": {"name": "Test"}})],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=REPOSITORY,
-        timeout=300,
-        check=False,
-    )
+
+    def run_one(job_input: dict) -> subprocess.CompletedProcess[str]:
+        test_input = ["--test_input", json.dumps({"input": job_input})]
+        return subprocess.run(
+            [*command, *test_input],
+            capture_output=True,
+            text=True,
+            env=environment,
+            cwd=REPOSITORY,
+            check=False,
+        )
+
+    good = run_one({"name": "Test"})
     assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
     assert "hello Test from greeting 1.0" in good.stdout
-    bad = subprocess.run(
-        [*command, "--test_input", json.dumps({"input": {"name": ""}})],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=REPOSITORY,
-        timeout=300,
-        check=False,
-    )
+    bad = run_one({"name": ""})
     assert bad.returncode == 1 and "input.name: String should have at least 1 character" in bad.stdout
