@@ -22,3 +22,4 @@ bench: setup
 	$(UV) run --frozen python bench/archive_throughput.py
 	$(UV) run --frozen python bench/pack_env.py
 	$(UV) run --frozen python bench/boot.py
+	$(UV) run --frozen python bench/first_job.py
