@@ -32,6 +32,7 @@ from conda_package_handling import api as cph_api
 from rattler import Channel, MatchSpec, RepoData, RepoDataRecord
 from rattler.index import index_fs
 
+from podenv.errors import PodenvError
 from podenv.fileio import read_file_chunks
 
 PREFIX_PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"
@@ -164,6 +165,11 @@ def relocatable_python_spec(
     It also carries a text file holding the prefix placeholder and a ``#!`` script into the
     prefix, so that relocation by the installer and by conda-unpack is exercised.
     """
+    if not interpreter.is_file() or not stdlib.is_dir():
+        raise PodenvError(
+            f"the local channel packs Debian's CPython ({interpreter} and {stdlib}), which this "
+            "machine lacks; on Debian 12 install it with `apt-get install python3.11`."
+        )
     files: dict[str, FileSource] = {
         "bin/python3.11": interpreter,
         "bin/python3": Symlink("python3.11"),
