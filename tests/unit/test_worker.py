@@ -48,6 +48,7 @@ def hub_snapshot(cache: Path, name: str) -> Path:
 def plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(PLUGINS, "echo", "tests.unit.worker_plugins:EchoPlugin")
     monkeypatch.setitem(PLUGINS, "broken", "tests.unit.worker_plugins:BrokenPlugin")
+    monkeypatch.setitem(PLUGINS, "parallel", "tests.unit.worker_plugins:ParallelEchoPlugin")
 
 
 @pytest.fixture
@@ -225,6 +226,24 @@ def test_concurrency_is_what_the_environment_says(tmp_path: Path, environ, plugi
     release = write_release(tmp_path / "release.json", [model_layer("a", "echo")])
     worker = handler.start_worker({**environ, "PODENV_RELEASE": str(release), "PODENV_CONCURRENCY": "4"})
     assert worker.concurrency(1) == 4
+
+
+@pytest.mark.parametrize(("plugin", "serialised"), [("echo", True), ("parallel", False)])
+def test_jobs_wait_for_a_plugin_that_is_not_thread_safe(
+    tmp_path: Path, environ, plugins, plugin: str, serialised: bool
+) -> None:
+    """Two jobs at once (concurrency 2): the second queues behind the first only if it must."""
+    hub_snapshot(Path(environ["HF_HUB_CACHE"]), "a")
+    release = write_release(tmp_path / "release.json", [model_layer("a", plugin)])
+    worker = handler.start_worker({**environ, "PODENV_RELEASE": str(release), "PODENV_CONCURRENCY": "2"})
+
+    async def two_jobs() -> list[dict]:
+        jobs = [worker.handle({"id": f"job-{n}", "input": {"text": "a", "sleep": 0.5}}) for n in (1, 2)]
+        return await asyncio.gather(*jobs)
+
+    queues = sorted(result["timings"]["queue"] for result in asyncio.run(two_jobs()))
+    assert queues[0] < 0.1
+    assert (queues[1] >= 0.4) is serialised
 
 
 # Audio in and out
