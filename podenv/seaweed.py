@@ -12,10 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from podenv.errors import PodenvError
 from podenv.processes import stop_process_group
@@ -117,11 +116,12 @@ class SeaweedServer:
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
+        client = self._client()
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise PodenvError(f"SeaweedFS exited at start; see {self.data_dir / 'weed.log'}.")
-            if self._bucket_answers():
+            if self._bucket_exists(client):
                 return
             time.sleep(0.25)
         self.stop()
@@ -129,13 +129,27 @@ class SeaweedServer:
             f"SeaweedFS did not answer within {_START_TIMEOUT:.0f}s; see {self.data_dir / 'weed.log'}."
         )
 
-    def _bucket_answers(self) -> bool:
-        """True once an anonymous request to the bucket is answered (403 is an answer)."""
+    def _client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
+        )
+
+    def _bucket_exists(self, client: Any) -> bool:
+        """True once the bucket answers our credentials. The S3 port answers before `weed mini`
+        has made the bucket (an anonymous request gets 403 either way): wait for the bucket."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
-            urllib.request.urlopen(f"{self.endpoint}/{self.bucket}", timeout=1)
-        except urllib.error.HTTPError as error:
-            return error.code in (403, 401)
-        except OSError:
+            client.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError):
             return False
         return True
 

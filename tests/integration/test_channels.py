@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+from podenv import channels
 from podenv.catalog import diff_releases, list_releases, load_release
 from podenv.channels import history, promote, read_pointer, rollback
 from podenv.errors import ConflictError, NotFoundError, PodenvError
@@ -62,15 +63,26 @@ def test_promoting_a_release_that_does_not_exist_is_refused(store: Store) -> Non
     assert read_pointer(store, "tts", "stable")[0] is None
 
 
-def test_racing_promotes_have_one_winner_and_clear_conflicts(store: Store) -> None:
+def test_racing_promotes_have_one_winner_and_clear_conflicts(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for version in ("1.0.0", "2.0.0", "3.0.0", "4.0.0"):
         publish_release(store, version)
     promote(store, "tts", "1.0.0", "stable")
-    start = threading.Barrier(3)
+    # A race, every time: each promoter reads the pointer, then all write, from the same read.
+    # (Started together but unsynchronised, a busy machine can run them one after another,
+    # and then each move is a legitimate one.)
+    all_have_read = threading.Barrier(3)
+
+    def read_then_wait(*arguments: object) -> object:
+        pointer = read_pointer(*arguments)
+        all_have_read.wait(timeout=60)
+        return pointer
+
+    monkeypatch.setattr(channels, "read_pointer", read_then_wait)
     outcomes: dict[str, str] = {}
 
     def race(version: str) -> None:
-        start.wait()
         try:
             promote(store, "tts", version, "stable")
             outcomes[version] = "won"
@@ -82,6 +94,7 @@ def test_racing_promotes_have_one_winner_and_clear_conflicts(store: Store) -> No
         thread.start()
     for thread in threads:
         thread.join()
+    monkeypatch.undo()
 
     winners = [version for version, outcome in outcomes.items() if outcome == "won"]
     assert len(winners) == 1
