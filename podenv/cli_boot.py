@@ -44,6 +44,9 @@ def run_boot(arguments: argparse.Namespace) -> int:
     report_path = write_report(options.root, report)
     _log.info(summary_line(report), extra={"fields": {**report.to_json(), "report": str(report_path)}})
     if arguments.command:
+        from podenv.volume import Volume, hold_in_use
+
+        hold_in_use(Volume(options.root), options.env, ready.version, heartbeat=options.lease_timeout / 3)
         exec_into(ready, arguments.command)
     print(ready.directory)
     return 0

@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from podenv.volume import RELEASE_MARKER, Volume, discard, live_leases, read_marker
+from podenv.volume import (
+    RELEASE_MARKER,
+    Volume,
+    clear_stale_in_use,
+    discard,
+    live_leases,
+    read_marker,
+    releases_in_use,
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,7 @@ def recent_reports(volume: Volume, count: int = 5) -> list[dict[str, Any]]:
 
 
 def status(volume: Volume, lease_timeout: float) -> dict[str, Any]:
+    in_use = releases_in_use(volume, lease_timeout)
     return {
         "root": str(volume.root),
         "releases": [
@@ -63,6 +72,7 @@ def status(volume: Volume, lease_timeout: float) -> dict[str, Any]:
                 "digest": r.digest,
                 "layers": len(r.layers),
                 "last_used": r.last_used,
+                "in_use": (r.name, r.version) in in_use,
             }
             for r in installed_releases(volume)
         ],
@@ -86,11 +96,14 @@ class GcResult:
 def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
     """Remove all but the ``keep`` most recently used releases, and layers nothing kept uses.
 
-    A layer under a live lease is never removed: its owner may be installing or using it.
+    A release a running worker uses (a fresh in-use file) is kept whatever its age, and a
+    layer under a live lease is never removed: its owner may be installing or using it.
     """
     result = GcResult()
     releases = installed_releases(volume)
-    kept, dropped = releases[:keep], releases[keep:]
+    in_use = releases_in_use(volume, lease_timeout)
+    kept = [r for index, r in enumerate(releases) if index < keep or (r.name, r.version) in in_use]
+    dropped = [release for release in releases if release not in kept]
     protected = {digest for release in kept for digest in release.layers}
     protected |= {f"sha256:{name}" for name, _, _ in live_leases(volume, lease_timeout)}
     for release in dropped:
@@ -103,6 +116,7 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
             result.removed_layers.append(digest)
             result.freed_bytes += marker.get("bytes", 0)
     _clear_leftovers(volume)
+    clear_stale_in_use(volume, lease_timeout)
     return result
 
 

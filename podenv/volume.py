@@ -4,6 +4,7 @@
     <root>/releases/<name>/<version>/    release.json, the env link and the model cache views
     <root>/staging/                      private work in progress, one directory per installer
     <root>/leases/<hex>.lease            who is installing a layer, with a heartbeat (mtime)
+    <root>/in-use/<name>/<version>/<host>.<pid>   a running worker's release, with a heartbeat
     <root>/blobs/<hex>                   compressed layers kept for other workers (--keep-blobs)
     <root>/boot-reports/                 one JSON per boot
     <root>/channels/<name>/<channel>.json   the last channel pointer seen, for offline boots
@@ -51,6 +52,10 @@ class Volume:
         return self.root / "leases"
 
     @property
+    def in_use(self) -> Path:
+        return self.root / "in-use"
+
+    @property
     def blobs(self) -> Path:
         return self.root / "blobs"
 
@@ -84,6 +89,61 @@ class Volume:
         path = self.staging / f"{label}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         path.mkdir(parents=True)
         return path
+
+
+def releases_in_use(volume: Volume, timeout: float) -> set[tuple[str, str]]:
+    """(name, version) of every release a worker ran within ``timeout`` seconds (heartbeat)."""
+    now, found = time.time(), set()
+    for path in volume.in_use.glob("*/*/*") if volume.in_use.is_dir() else []:
+        with suppress(FileNotFoundError):
+            if now - path.stat().st_mtime <= timeout:
+                found.add((path.parent.parent.name, path.parent.name))
+    return found
+
+
+def clear_stale_in_use(volume: Volume, timeout: float) -> None:
+    """In-use files of workers that died without removing theirs (SIGKILL, a lost host)."""
+    now = time.time()
+    for path in volume.in_use.glob("*/*/*") if volume.in_use.is_dir() else []:
+        with suppress(FileNotFoundError):
+            if now - path.stat().st_mtime > timeout:
+                path.unlink()
+
+
+def hold_in_use(volume: Volume, name: str, version: str, heartbeat: float) -> Path:
+    """Mark ``name version`` as used by this process for as long as it (or what it execs) lives.
+
+    A forked child touches the file every ``heartbeat`` seconds while its parent lives, and
+    removes it when the parent is gone: it survives the parent's exec into the worker, which
+    needs to know nothing of it. `podenv gc` keeps a release with a fresh in-use file.
+    """
+    path = volume.in_use / name / version / f"{socket.gethostname()}.{os.getpid()}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+    parent = os.getpid()
+    if os.fork() != 0:
+        return path
+    try:
+        _heartbeat_while_alive(path, parent, heartbeat)
+    finally:
+        os._exit(0)
+
+
+def _heartbeat_while_alive(path: Path, parent: int, heartbeat: float) -> None:
+    # Hold none of the parent's pipes or files open: whoever reads the worker's output must
+    # see it end when the worker ends.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for descriptor in (0, 1, 2):
+        os.dup2(devnull, descriptor)
+    os.closerange(3, 1 << 16)
+    last = time.monotonic()
+    while os.getppid() == parent:
+        time.sleep(min(1.0, heartbeat))
+        if time.monotonic() - last >= heartbeat:
+            with suppress(OSError):
+                os.utime(path)
+            last = time.monotonic()
+    path.unlink(missing_ok=True)
 
 
 def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:

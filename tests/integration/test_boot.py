@@ -506,6 +506,46 @@ def test_gc_keeps_the_recent_releases_and_leased_layers_and_frees_the_rest(
         assert report_of_last(root)["warm"]
 
 
+def test_gc_keeps_a_release_a_running_worker_uses_and_frees_it_once_the_worker_is_gone(
+    small: dict[str, Published], tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "volume"
+    worker = start(boot_argv(root, "small", small["v1"].store, ["--version", "v1"], ["sleep", "120"]), env)
+    try:
+        wait_for(lambda: list((root / "in-use").glob("small/v1/*")), 120, "the in-use file", worker)
+        for version in ("v2", "v3"):
+            assert boot_release(small[version], root, env).returncode == 0
+        _gc(root, keep=1)
+        assert listing(root / "releases" / "small") == ["v1", "v3"]
+        assert [(r["version"], r["in_use"]) for r in _status(root)["releases"]] == [
+            ("v3", False),
+            ("v1", True),
+        ]
+    finally:
+        worker.kill()
+        worker.wait()
+    # The worker's heartbeat child sees it gone and removes the in-use file.
+    wait_for(lambda: not list((root / "in-use").glob("small/v1/*")), 30, "the in-use file to go")
+    _gc(root, keep=1)
+    assert listing(root / "releases" / "small") == ["v3"]
+    assert hex_of(small["v1"].layer("env").digest) not in complete_layers(root)
+
+
+def test_an_in_use_file_without_a_heartbeat_goes_stale(
+    small: dict[str, Published], tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "volume"
+    for version in ("v1", "v2"):
+        assert boot_release(small[version], root, env).returncode == 0
+    stale = root / "in-use" / "small" / "v1" / "lost-host.1"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    _gc(root, keep=1)
+    assert listing(root / "releases" / "small") == ["v2"] and not stale.exists()
+
+
 def report_of_last(root: Path) -> dict:
     return max(reports(root), key=lambda report: report["started"])
 
