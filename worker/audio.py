@@ -1,10 +1,15 @@
-"""Job audio in: an http(s) URL, a ``data:`` URI or bare base64, written to a local file."""
+"""Job audio in (an http(s) URL, a ``data:`` URI or bare base64, written to a local file), and
+plain WAV bytes out."""
 
 import base64
 import binascii
+import io
 import os
+import struct
 import urllib.error
 import urllib.request
+import wave
+from collections.abc import Sequence
 from pathlib import Path
 
 MAX_INPUT_BYTES = int(os.environ.get("PODENV_MAX_INPUT_BYTES", 100 * 1024 * 1024))
@@ -42,6 +47,17 @@ def _decode(source: str, destination: Path, field_name: str) -> None:
     if not data:
         raise InputError(f"{field_name}: the audio is empty.")
     destination.write_bytes(data)
+
+
+def pcm16_wav(samples: Sequence[int], rate: int) -> bytes:
+    """Mono 16-bit ``samples`` at ``rate`` Hz as the bytes of a WAV file."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(struct.pack(f"<{len(samples)}h", *samples))
+    return buffer.getvalue()
 
 
 def fetch_audio(source: str, directory: Path, field_name: str) -> Path:

@@ -30,6 +30,7 @@ from tests.speech.support import (
     run_in_speech_venv,
     speech_worker,
 )
+from worker.audio import pcm16_wav
 
 WEIGHTS_SCRIPT = Path(__file__).with_name("f5_weights.py")
 FIGURES = REPOSITORY / "build" / "speech-figures" / "f5_tts.json"
@@ -47,23 +48,16 @@ DEAD_PROXY = {
 
 def tone_wav(seconds: float, rate: int = 16_000, amplitude: float = 0.3) -> bytes:
     """A 220 Hz tone with a slow tremolo, as 16-bit mono WAV: a stand-in for a voice."""
-    frames = int(seconds * rate)
-    samples = (
+    samples = [
         int(
             32767
             * amplitude
             * (0.6 + 0.4 * math.sin(2 * math.pi * 3 * n / rate))
             * math.sin(2 * math.pi * 220 * n / rate)
         )
-        for n in range(frames)
-    )
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(struct.pack(f"<{frames}h", *samples))
-    return buffer.getvalue()
+        for n in range(int(seconds * rate))
+    ]
+    return pcm16_wav(samples, rate)
 
 
 REFERENCE = tone_wav(1.5)

@@ -5,15 +5,13 @@ package (so a release that changes that package changes the answer) and returns 
 as WAV audio, which the handler delivers inline or through S3 like speech.
 """
 
-import io
 import json
 import math
-import struct
-import wave
 from typing import ClassVar
 
 from pydantic import Field
 
+from worker.audio import pcm16_wav
 from worker.models.base import Audio, JobContext, ModelFiles, Plugin, PluginInput, PluginOutput
 
 SAMPLE_RATE = 16_000
@@ -27,14 +25,9 @@ class DemoInput(PluginInput):
 
 def tone_wav(frequency: float, seconds: float) -> bytes:
     frames = int(SAMPLE_RATE * seconds)
-    samples = (int(12000 * math.sin(2 * math.pi * frequency * n / SAMPLE_RATE)) for n in range(frames))
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(struct.pack(f"<{frames}h", *samples))
-    return buffer.getvalue()
+    return pcm16_wav(
+        [int(12000 * math.sin(2 * math.pi * frequency * n / SAMPLE_RATE)) for n in range(frames)], SAMPLE_RATE
+    )
 
 
 class DemoPlugin(Plugin):
