@@ -91,23 +91,26 @@ class Volume:
         return path
 
 
-def releases_in_use(volume: Volume, timeout: float) -> set[tuple[str, str]]:
-    """(name, version) of every release a worker ran within ``timeout`` seconds (heartbeat)."""
-    now, found = time.time(), set()
+def _in_use_files(volume: Volume, timeout: float) -> Iterator[tuple[Path, bool]]:
+    """Each in-use file, and whether its heartbeat is within ``timeout`` seconds."""
+    now = time.time()
     for path in volume.in_use.glob("*/*/*") if volume.in_use.is_dir() else []:
         with suppress(FileNotFoundError):
-            if now - path.stat().st_mtime <= timeout:
-                found.add((path.parent.parent.name, path.parent.name))
-    return found
+            yield path, now - path.stat().st_mtime <= timeout
+
+
+def releases_in_use(volume: Volume, timeout: float) -> set[tuple[str, str]]:
+    """(name, version) of every release a worker ran within ``timeout`` seconds (heartbeat)."""
+    return {
+        (path.parent.parent.name, path.parent.name) for path, fresh in _in_use_files(volume, timeout) if fresh
+    }
 
 
 def clear_stale_in_use(volume: Volume, timeout: float) -> None:
     """In-use files of workers that died without removing theirs (SIGKILL, a lost host)."""
-    now = time.time()
-    for path in volume.in_use.glob("*/*/*") if volume.in_use.is_dir() else []:
-        with suppress(FileNotFoundError):
-            if now - path.stat().st_mtime > timeout:
-                path.unlink()
+    for path, fresh in _in_use_files(volume, timeout):
+        if not fresh:
+            path.unlink(missing_ok=True)
 
 
 def hold_in_use(volume: Volume, name: str, version: str, heartbeat: float) -> Path:

@@ -32,7 +32,7 @@ from worker.audio import InputError
 from worker.models import UnknownPluginError, plugin_class
 from worker.models.base import JobContext, Plugin, PluginInput
 from worker.outputs import deliver_audio
-from worker.release import Release, ReleaseError, read_release, resolve_model
+from worker.release import ModelLayer, Release, ReleaseError, read_release, resolve_model
 
 # Errors after which the CUDA context is unusable: every later job on this process would fail.
 _FATAL_CUDA_MARKERS = (
@@ -193,8 +193,8 @@ class Worker:
 _log = logging.getLogger("podenv.worker")
 
 
-def _load_plugin(name: str, release: Release, device: str, environ: dict[str, str]) -> Plugin:
-    models = [resolve_model(layer, environ) for layer in release.plugins()[name]]
+def _load_plugin(name: str, layers: list[ModelLayer], device: str, environ: dict[str, str]) -> Plugin:
+    models = [resolve_model(layer, environ) for layer in layers]
     plugin = plugin_class(name)()
     rss_before, gpu_before, started = _resident_bytes(), _gpu_bytes(), time.monotonic()
     plugin.load(models, device)
@@ -221,7 +221,7 @@ def start_worker(environ: dict[str, str]) -> Worker:
     worker = Worker(release, device, {}, {}, max_concurrency=int(environ.get("PODENV_CONCURRENCY", "1")))
     for name, layers in release.plugins().items():
         try:
-            worker.plugins[name] = _load_plugin(name, release, device, environ)
+            worker.plugins[name] = _load_plugin(name, layers, device, environ)
         except Exception as error:
             reason = f"{type(error).__name__}: {error}" if not isinstance(error, ReleaseError) else str(error)
             if not all(layer.optional for layer in layers):
