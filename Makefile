@@ -9,7 +9,7 @@ setup:
 	$(UV) sync --frozen --extra dev
 
 demo: setup
-	$(UV) run --frozen python -m podenv.demo
+	$(UV) run --frozen python -m devkit.demo
 
 lint: setup
 	$(UV) run --frozen ruff check .

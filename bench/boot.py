@@ -35,11 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from archive_throughput import prepare_tree
 from pack_env import WORK, build_prefix
 
+from devkit.seaweed import SeaweedServer
 from podenv.channels import promote
 from podenv.envbuild import pack_env
 from podenv.manifest import Manifest
 from podenv.release import layer_document
-from podenv.seaweed import SeaweedServer
 from podenv.store import open_store
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from podenv.localworker import LocalWorker
+from devkit.localworker import LocalWorker
 from tests.speech.support import ensure_speech_python, speech_worker
 from tests.speech.whisperx_fixtures import SPEECH_WAV, FileServer, boot_test_asr_release
 

@@ -39,8 +39,8 @@ WORK = BENCH_DIR / ".cache" / "pack-env"
 def build_prefix(work: Path, tree: Path) -> Path:
     from rattler import install
 
-    from podenv.demoproject import build_channel_dir
-    from podenv.localchannel import locked_records
+    from devkit.demoproject import build_channel_dir
+    from devkit.localchannel import locked_records
 
     prefix = work / "prefix"
     if (prefix / "conda-meta").is_dir():

@@ -1,6 +1,6 @@
 """Pin the PyPI wheels of the demo worker env (the runpod SDK and what it needs) with their hashes.
 
-    python3 scripts/pin_demo_wheels.py     # rewrites podenv/data/demo-worker-wheels.json
+    python3 scripts/pin_demo_wheels.py     # rewrites devkit/data/demo-worker-wheels.json
 
 Resolves with uv for the demo env's interpreter (CPython 3.11, linux x86_64, glibc 2.28+) and
 keeps one wheel per package: the URL and sha256 pixi would write into pixi.lock.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from podenv.seaweed import SeaweedServer
+from devkit.seaweed import SeaweedServer
 from podenv.store import Store, TransferConfig, open_store
 
 

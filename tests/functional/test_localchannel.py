@@ -20,7 +20,7 @@ import rattler
 from conda_package_handling.api import extract
 from rattler import LockChannel, LockFile, LockPlatform
 
-from podenv.localchannel import (
+from devkit.localchannel import (
     PREFIX_PLACEHOLDER,
     PYTHON_PREFIX_FILE,
     ZIP_EPOCH,

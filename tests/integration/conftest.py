@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from podenv.demoproject import build_channel_dir, create_project, worker_wheels
-from podenv.seaweed import SeaweedServer
+from devkit.demoproject import build_channel_dir, create_project, worker_wheels
+from devkit.seaweed import SeaweedServer
 from tests.integration.boot_support import REPOSITORY, clean_environment
 from tests.integration.pipeline_support import snakemake
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from devkit.demoproject import build_channel_dir, create_project
+from devkit.seaweed import SeaweedServer
 from podenv.boot import SPACE_MARGIN
 from podenv.channels import promote
-from podenv.demoproject import build_channel_dir, create_project
 from podenv.progress import human_bytes
-from podenv.seaweed import SeaweedServer
 from podenv.store import open_store
 from tests.integration.boot_support import (
     BIG_FILE,

@@ -1,4 +1,4 @@
-"""The README's first command, end to end: `python -m podenv.demo`, its output checked line by line."""
+"""The README's first command, end to end: `python -m devkit.demo`, its output checked line by line."""
 
 import re
 import subprocess
@@ -27,7 +27,7 @@ def _processes_using(path: Path) -> list[str]:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     workdir = tmp_path_factory.mktemp("demo") / "work"
     done = subprocess.run(
-        [sys.executable, "-m", "podenv.demo", "--workdir", str(workdir)],
+        [sys.executable, "-m", "devkit.demo", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         cwd=REPOSITORY,

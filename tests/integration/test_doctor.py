@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.seaweed import SeaweedServer
 from podenv.doctor import NEEDED_BY, Probe, judge_semantics, probe_semantics
 from podenv.gpu import driver_cuda_version
 from podenv.manifest import Manifest
-from podenv.seaweed import SeaweedServer
 from podenv.store import open_store
 from tests.integration.boot_support import (
     PODENV,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from podenv.localworker import LocalWorker, LocalWorkerError
-from podenv.seaweed import SeaweedServer
+from devkit.localworker import LocalWorker, LocalWorkerError
+from devkit.seaweed import SeaweedServer
 from tests.integration.boot_support import PODENV, REPOSITORY
 
 pytestmark = pytest.mark.s3

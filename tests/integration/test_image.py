@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from podenv.localworker import LocalWorker
+from devkit.localworker import LocalWorker
 from tests.integration.boot_support import REPOSITORY
 
 pytestmark = pytest.mark.s3

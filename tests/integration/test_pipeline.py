@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.demoproject import build_channel_dir, create_project, write_env_spec, write_model
 from podenv.archive import extract_file
-from podenv.demoproject import build_channel_dir, create_project, write_env_spec, write_model
 from podenv.store import open_store
 from tests.integration.pipeline_support import REPOSITORY, snakemake
 

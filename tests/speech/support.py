@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from devkit.localworker import LocalWorker
 from podenv.boot import BootOptions, BootReport, prepare, worker_environment
 from podenv.envspec import ModelSpec
-from podenv.localworker import LocalWorker
 from podenv.manifest import Manifest
 from podenv.models import build_model_layer
 from podenv.release import layer_document, publish

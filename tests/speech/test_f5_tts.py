@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from podenv.localworker import LocalWorker, LocalWorkerError
+from devkit.localworker import LocalWorker, LocalWorkerError
 from tests.speech.support import (
     REPOSITORY,
     boot_model_release,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from podenv.localworker import LocalWorker, LocalWorkerError
+from devkit.localworker import LocalWorker, LocalWorkerError
 from tests.speech.support import REPOSITORY, plugin_load_events, run_in_speech_venv, speech_worker
 from tests.speech.whisperx_fixtures import (
     HF_ALIGNER_SCRIPT,

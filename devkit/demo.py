@@ -1,6 +1,6 @@
 """The local demo: build, publish, boot, serve, release v2, roll back, on one machine.
 
-    make demo        # or: uv run python -m podenv.demo [--workdir build/demo]
+    make demo        # or: uv run python -m devkit.demo [--workdir build/demo]
 
 No cloud account, no GPU, no conda channel: a private SeaweedFS on 127.0.0.1 is the store, a
 directory is the RunPod volume, the demo project's local channel gives the env (a relocatable
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devkit.demoproject import build_channel_dir, create_project, worker_wheels, write_lock_for
+from devkit.localworker import LocalWorker
+from devkit.seaweed import SeaweedServer
 from podenv.catalog import diff_releases, load_release
 from podenv.channels import promote, rollback
-from podenv.demoproject import build_channel_dir, create_project, worker_wheels, write_lock_for
 from podenv.errors import PodenvError
-from podenv.localworker import LocalWorker
 from podenv.progress import human_bytes
-from podenv.seaweed import SeaweedServer
 from podenv.store import open_store
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def _steps(demo: Demo, server: SeaweedServer) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m podenv.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devkit.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=REPOSITORY / "build" / "demo", help="wiped first")
     arguments = parser.parse_args(argv)
     started = time.monotonic()

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 from rattler import LockChannel, LockFile, LockPlatform
 
-from podenv.localchannel import (
+from devkit.localchannel import (
     build_channel,
     locked_records,
     module_package_spec,
@@ -43,7 +43,7 @@ SIX = PypiWheel(
 
 def worker_wheels() -> list[PypiWheel]:
     """The runpod SDK and its dependencies, pinned by ``scripts/pin_demo_wheels.py``."""
-    document = json.loads(resources.files("podenv.data").joinpath("demo-worker-wheels.json").read_text())
+    document = json.loads(resources.files("devkit.data").joinpath("demo-worker-wheels.json").read_text())
     return [PypiWheel(**wheel) for wheel in document["wheels"]]
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from devkit.processes import stop_process_group
 from podenv.errors import PodenvError
-from podenv.processes import stop_process_group
 
 
 class LocalWorkerError(PodenvError):
