@@ -1,7 +1,7 @@
 """Deterministic tar.zst layers: a writer that gives the same bytes for the same tree, and a
 streaming reader that hashes, decompresses and safely extracts in one pass."""
 
-from podenv.archive.reader import ExtractResult, extract_file, extract_stream
+from podenv.archive.reader import ExtractResult, Limits, extract_file, extract_stream
 from podenv.archive.writer import (
     ArchiveEntry,
     ArchiveInfo,
@@ -14,6 +14,7 @@ __all__ = [
     "ArchiveEntry",
     "ArchiveInfo",
     "ExtractResult",
+    "Limits",
     "entries_from_tree",
     "extract_file",
     "extract_stream",

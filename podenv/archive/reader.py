@@ -10,6 +10,12 @@ links that resolve outside the target, members below a symlink, duplicates, devi
 fifos are refused with the member's name. Files are created with ``O_EXCL|O_NOFOLLOW``
 so that nothing is ever written through a link. On any error, including a digest that
 does not match, the target directory is removed: the caller sees all or nothing.
+
+The archive is untrusted until its digest is checked, which can only happen at its end, so
+what it may cost is bounded while it streams: the caller's declared bytes and files are
+hard limits checked before each member is written, extended (PAX) and GNU long-name
+headers are refused above ``HEADER_LIMIT`` before tarfile reads them into memory, and
+global and sparse headers (which podenv never writes) are refused outright.
 """
 
 import hashlib
@@ -40,6 +46,41 @@ _DECOMPRESSED_QUEUE = 16
 # Upper bound on file contents held in memory while waiting for a writer.
 IN_FLIGHT_LIMIT = 256 << 20
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Largest extended header read into memory: names and link targets are at most PATH_MAX.
+HEADER_LIMIT = 64 << 10
+# Directories are not declared by a manifest; a layer may hold this many beyond its files.
+DIRECTORY_ALLOWANCE = 65536
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an archive may hold, from its manifest: more is refused while extracting."""
+
+    bytes: int | None = None
+    files: int | None = None
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses oversized and never-written header kinds before tarfile buffers them whole."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in (tarfile.XGLTYPE, tarfile.GNUTYPE_SPARSE):
+            raise UnsafeArchiveError(
+                f"archive member '{self.name}' is a global or sparse header, which layers never hold; "
+                "refusing to extract."
+            )
+        extended = (
+            tarfile.XHDTYPE,
+            tarfile.SOLARIS_XHDTYPE,
+            tarfile.GNUTYPE_LONGNAME,
+            tarfile.GNUTYPE_LONGLINK,
+        )
+        if self.type in extended and self.size > HEADER_LIMIT:
+            raise UnsafeArchiveError(
+                f"archive has an extended header of {self.size} bytes (at most {HEADER_LIMIT} are read); "
+                "refusing to extract."
+            )
+        return super()._proc_member(tarfile_)
 
 
 @dataclass(frozen=True)
@@ -219,8 +260,10 @@ def _write_whole(path: Path, data: bytes, mode: int) -> None:
 class _Extraction:
     """State of one extraction: what exists in the target, and the writes in flight."""
 
-    def __init__(self, target: Path, writers: int) -> None:
+    def __init__(self, target: Path, writers: int, limits: Limits, label: str) -> None:
         self.target = target
+        self._limits = limits
+        self._label = label
         self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="podenv-write")
         self._budget = _ByteBudget(IN_FLIGHT_LIMIT)
         self._writes: dict[str, Future[None]] = {}
@@ -240,6 +283,7 @@ class _Extraction:
             self._ensure_directory(name, member)
             return
         self._check_new(name, member, directory=False)
+        self._check_limits(member)
         self._ensure_directory(name.rpartition("/")[0], member)
         if member.isreg():
             self._add_file(tar, member, name)
@@ -256,6 +300,20 @@ class _Extraction:
             )
         self.file_count += 1
 
+    def _check_limits(self, member: tarfile.TarInfo) -> None:
+        declared = self._limits
+        size = member.size if member.isreg() else 0
+        if declared.files is not None and self.file_count + 1 > declared.files:
+            raise UnsafeArchiveError(
+                f"{self._label} holds more than the {declared.files} files it declares "
+                f"(at '{member.name}'); refusing to extract."
+            )
+        if declared.bytes is not None and self.bytes_written + size > declared.bytes:
+            raise UnsafeArchiveError(
+                f"{self._label} holds more than the {declared.bytes} bytes it declares "
+                f"(at '{member.name}'); refusing to extract."
+            )
+
     def _check_new(self, name: str, member: tarfile.TarInfo, directory: bool) -> None:
         taken = name in self._files or name in self._symlinks
         if not name or taken or (not directory and name in self._directories):
@@ -269,6 +327,12 @@ class _Extraction:
                 f"archive member '{member.name}' lies below a symlink or file; refusing to extract."
             )
         self._ensure_directory(name.rpartition("/")[0], member)
+        files = self._limits.files
+        if files is not None and len(self._directories) > files + DIRECTORY_ALLOWANCE:
+            raise UnsafeArchiveError(
+                f"{self._label} holds more than {DIRECTORY_ALLOWANCE} directories beyond the "
+                f"{files} files it declares (at '{member.name}'); refusing to extract."
+            )
         (self.target / name).mkdir()
         self._directories.add(name)
 
@@ -313,6 +377,8 @@ class _Extraction:
 
     def _finished(self, future: Future[None], reserved: int) -> None:
         self._budget.release(reserved)
+        if future.cancelled():
+            return  # abandoned after an earlier failure, which is the one reported
         error = future.exception()
         if error is not None and self._failure is None:
             self._failure = error
@@ -399,7 +465,9 @@ class _Decompressor:
 def _read_members(source: _HashingChunkReader, extraction: _Extraction) -> None:
     decompressed = _Decompressor(source)
     try:
-        with tarfile.open(fileobj=decompressed, mode="r|", bufsize=_TAR_BUFFER) as tar:
+        with tarfile.open(
+            fileobj=decompressed, mode="r|", bufsize=_TAR_BUFFER, tarinfo=_BoundedTarInfo
+        ) as tar:
             for member in tar:
                 extraction.add(tar, member)
         while decompressed.read():
@@ -425,12 +493,17 @@ def extract_stream(
     label: str = "archive",
     writers: int = DEFAULT_WRITERS,
     progress: Progress | None = None,
+    limits: Limits | None = None,
 ) -> ExtractResult:
     """Extract the tar.zst arriving as ``chunks`` into ``target``, which must not exist.
 
     ``target`` is created, filled and returned complete, or removed on any error.
     When ``expected_digest`` is given, bytes that hash otherwise raise IntegrityError
     naming both digests. ``label`` names the archive in messages (e.g. the layer).
+    ``limits`` (the manifest's declared bytes and files) are refused as soon as exceeded.
+
+    An error from ``chunks`` itself (the network) or from the filesystem (a full disk)
+    is raised as it is, at once: the rest of the archive is not fetched to hash it.
     """
     target = Path(os.path.abspath(target))
     try:
@@ -440,7 +513,7 @@ def extract_stream(
             f"{target} exists already; extraction creates its target and never overwrites."
         ) from None
     source = _HashingChunkReader(chunks, progress)
-    extraction = _Extraction(target, writers)
+    extraction = _Extraction(target, writers, limits or Limits(), label)
     try:
         try:
             _read_members(source, extraction)
@@ -449,7 +522,7 @@ def extract_stream(
             extraction.abandon()
             _check_digest(source, expected_digest, label)
             raise PodenvError(f"{label} is not a valid tar.zst layer: {error}.") from None
-        except Exception:
+        except UnsafeArchiveError:
             extraction.abandon()
             if expected_digest is not None:
                 _check_digest(source, expected_digest, label)  # corruption explains the rest
@@ -471,6 +544,7 @@ def extract_file(
     expected_digest: str | None = None,
     writers: int = DEFAULT_WRITERS,
     progress: Progress | None = None,
+    limits: Limits | None = None,
 ) -> ExtractResult:
     """Extract a tar.zst file; see :func:`extract_stream`."""
     return extract_stream(
@@ -480,4 +554,5 @@ def extract_file(
         label=f"archive '{archive}'",
         writers=writers,
         progress=progress,
+        limits=limits,
     )
