@@ -2,7 +2,6 @@
 RunPod template, checked with the linters the project pins (hadolint, actionlint, zizmor)
 and against what podenv really reads."""
 
-import json
 import os
 import re
 import subprocess
@@ -16,12 +15,9 @@ from podenv.volume import DEFAULT_ROOT
 REPOSITORY = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 WORKFLOWS = sorted((REPOSITORY / ".github" / "workflows").glob("*.yml"))
-TEMPLATE = REPOSITORY / "deploy" / "runpod-template.json"
 EXPORT = ["export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt"]
 # Read by RunPod or the Hugging Face libraries, not by podenv.
 PLATFORM_VARIABLES = {"RUNPOD_INIT_TIMEOUT", "HF_HUB_OFFLINE"}
-# saveTemplate's required input fields (RunPod GraphQL docs, "Manage templates").
-TEMPLATE_FIELDS = {"name", "imageName", "containerDiskInGb", "volumeInGb", "dockerArgs", "env"}
 
 
 def tool(name: str) -> str:
@@ -136,46 +132,47 @@ def test_build_env_offers_exactly_the_envs_there_are() -> None:
     assert "build_env release publish" in workflow
 
 
-# The RunPod template
+# The deploy files
 
 
-def _template() -> dict:
-    return json.loads(TEMPLATE.read_text())
+def _deploy_environment() -> dict[str, str]:
+    """What `podenv deploy deploy/tts.yaml` puts in the worker's environment."""
+    from podenv.deployfile import load_deploy_file
+    from podenv.manifest import Manifest
+    from podenv.runpod.deploy import worker_environment
+    from podenv.runpod.sizing import sizes_for
+    from tests.manifests import example_manifest
+
+    spec = load_deploy_file(REPOSITORY / "deploy" / "tts.yaml")
+    manifest = Manifest.from_document(example_manifest())
+    return worker_environment(spec, manifest, sizes_for(manifest, spec["placement"], bool(spec.volumes)))
 
 
 def _podenv_source() -> str:
-    """podenv's and the handler's code: what reads the template's variables."""
+    """podenv's and the handler's code: what reads the worker's variables."""
     files = [*(REPOSITORY / "podenv").rglob("*.py"), *(REPOSITORY / "worker").rglob("*.py")]
     return "\n".join(path.read_text() for path in files)
 
 
-def test_the_template_has_the_fields_save_template_needs() -> None:
-    template = _template()
+def test_the_deploy_variables_are_ones_podenv_reads() -> None:
+    from podenv.deployfile import schema
 
-    assert set(template) >= TEMPLATE_FIELDS
-    assert template["isServerless"] is True
-    assert template["volumeInGb"] == 0, "serverless templates take the network volume from the endpoint"
-    assert template["dockerArgs"] == "", "the image's entrypoint is the start script"
-    assert isinstance(template["containerDiskInGb"], int) and template["containerDiskInGb"] >= 5
-    assert all(set(entry) == {"key", "value"} for entry in template["env"])
-
-
-def test_the_templates_variables_are_the_ones_podenv_reads() -> None:
-    variables = {entry["key"]: entry["value"] for entry in _template()["env"]}
+    variables = _deploy_environment()
+    allowed = schema()["properties"]["variables"]["propertyNames"]["pattern"]
+    settings = re.search(r"PODENV_\(([A-Z_|]+)\)", allowed)
+    assert settings is not None, allowed
+    optional = {f"PODENV_{name}" for name in settings.group(1).split("|")}
     source = _podenv_source()
 
-    assert len(variables) == len(_template()["env"]), "a variable is set twice"
-    for name in set(variables) - PLATFORM_VARIABLES:
+    for name in (set(variables) | optional | {"PODENV_OUTPUT_BUCKET"}) - PLATFORM_VARIABLES:
         assert f'"{name}"' in source, f"podenv never reads {name}"
-    required = {"PODENV_STORE", "PODENV_ENV", "PODENV_CHANNEL", "PODENV_ROOT", "AWS_ACCESS_KEY_ID"}
-    assert required | {"AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"} | PLATFORM_VARIABLES <= set(variables)
     assert variables["PODENV_ROOT"] == DEFAULT_ROOT
     assert variables["PODENV_STORE"].startswith("s3://")
     assert variables["HF_HUB_OFFLINE"] == "1"
     assert int(variables["RUNPOD_INIT_TIMEOUT"]) > 420, "RunPod's default is 7 minutes"
 
 
-def test_credentials_in_the_template_are_runpod_secrets() -> None:
-    for entry in _template()["env"]:
-        if entry["key"].startswith(("AWS_", "BUCKET_")):
-            assert re.fullmatch(r"\{\{ RUNPOD_SECRET_[a-z0-9_]+ \}\}", entry["value"]), entry
+def test_credentials_in_the_deploy_files_are_runpod_secret_references() -> None:
+    for name, value in _deploy_environment().items():
+        if name.startswith(("AWS_", "BUCKET_")):
+            assert re.fullmatch(r"\{\{ RUNPOD_SECRET_[a-z0-9_]+ \}\}", value), name
