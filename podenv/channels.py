@@ -10,22 +10,17 @@ swap and the record is completed by the next one.
 import json
 import os
 import socket
-from contextlib import suppress
 from typing import Any
 
 from podenv.errors import NotFoundError, PodenvError
 from podenv.manifest import canonical_json, utc_timestamp
 from podenv.names import check_name
-from podenv.store import Store, Versioned, channel_key
-from podenv.store.backend import PreconditionFailed
+from podenv.settings import ACTOR
+from podenv.store import Store, Versioned
 
 
 def _actor() -> str:
-    return os.environ.get("PODENV_ACTOR") or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
-
-
-def _history_key(name: str, channel: str, sequence: int) -> str:
-    return channel_key(name, channel).removesuffix(".json") + f".history/{sequence:010d}.json"
+    return ACTOR.read() or f"{os.environ.get('USER', 'unknown')}@{socket.gethostname()}"
 
 
 def _record(pointer: dict[str, Any]) -> dict[str, Any]:
@@ -40,9 +35,10 @@ def _record(pointer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ensure_recorded(store: Store, pointer: dict[str, Any]) -> None:
-    key = _history_key(pointer["name"], pointer["channel"], pointer["sequence"])
-    with suppress(PreconditionFailed):  # recorded already, by the mover or a later promoter
-        store.backend.put_bytes(key, canonical_json(_record(pointer)), if_none_match=True)
+    # False: recorded already, by the mover or a later promoter.
+    store.record_move(
+        pointer["name"], pointer["channel"], pointer["sequence"], canonical_json(_record(pointer))
+    )
 
 
 def read_pointer(store: Store, name: str, channel: str) -> tuple[dict[str, Any] | None, Versioned | None]:
@@ -93,10 +89,9 @@ def rollback(store: Store, name: str, channel: str, to_version: str | None = Non
 
 def history(store: Store, name: str, channel: str) -> list[dict[str, Any]]:
     """Every move of the channel, oldest first (the latest derived from the pointer if unrecorded)."""
-    prefix = channel_key(name, channel).removesuffix(".json") + ".history/"
     entries = {}
-    for key in store.backend.list_keys(prefix):
-        entry = json.loads(store.backend.get(key)[0])
+    for data in store.read_moves(name, channel):
+        entry = json.loads(data)
         entries[entry["sequence"]] = entry
     pointer, _ = read_pointer(store, name, channel)
     if pointer is not None and pointer["sequence"] not in entries:
@@ -106,13 +101,8 @@ def history(store: Store, name: str, channel: str) -> list[dict[str, Any]]:
 
 def channels_of(store: Store, name: str) -> dict[str, dict[str, Any]]:
     """Every channel of ``name`` with its pointer."""
-    prefix = f"channels/{check_name('env name', name)}/"
     found = {}
-    for key in store.backend.list_keys(prefix):
-        relative = key[len(prefix) :]
-        if "/" in relative or not relative.endswith(".json"):
-            continue
-        channel = relative.removesuffix(".json")
+    for channel in store.channels(name):
         pointer, _ = read_pointer(store, name, channel)
         if pointer is not None:
             found[channel] = pointer

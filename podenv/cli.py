@@ -5,7 +5,6 @@ code that says which kind of error it was (see podenv.errors).
 """
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from podenv import __version__
+from podenv.cli_store import add_store_option, open_store_of
 from podenv.errors import PodenvError
 from podenv.log import LOG_FORMATS, configure, get_logger
 from podenv.progress import Progress, human_bytes
@@ -21,15 +21,6 @@ if TYPE_CHECKING:
     from podenv.lock import PypiPackage
 
 _log = get_logger("cli")
-
-
-def _store(arguments: argparse.Namespace):
-    from podenv.store import open_store
-
-    url = arguments.store or os.environ.get("PODENV_STORE")
-    if not url:
-        raise PodenvError("no store given: pass --store URL or set PODENV_STORE.")
-    return open_store(url)
 
 
 def _summary(message: str, **fields: object) -> None:
@@ -87,7 +78,7 @@ def run_unpack(arguments: argparse.Namespace) -> int:
 
 
 def run_blob_put(arguments: argparse.Namespace) -> int:
-    store = _store(arguments)
+    store = open_store_of(arguments)
     path = Path(arguments.file)
     if not path.is_file():
         raise PodenvError(f"{path} does not exist or is not a file.")
@@ -110,7 +101,7 @@ def run_blob_get(arguments: argparse.Namespace) -> int:
     from podenv.digests import digest_hex
 
     digest_hex(arguments.digest)
-    store = _store(arguments)
+    store = open_store_of(arguments)
     output = Path(arguments.output)
     started = time.monotonic()
     size = store.download_blob(arguments.digest, output, progress=Progress("download"))
@@ -171,10 +162,6 @@ def run_plan(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _add_store_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--store", help="file:///PATH or s3://BUCKET/PREFIX (default: $PODENV_STORE)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="podenv",
@@ -202,12 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     blob_commands = blob.add_subparsers(dest="blob_command", metavar="ACTION", required=True)
     put = blob_commands.add_parser("put", help="upload a file unless the store has it")
     put.add_argument("file")
-    _add_store_option(put)
+    add_store_option(put)
     put.set_defaults(run=run_blob_put)
     get = blob_commands.add_parser("get", help="download and verify a blob")
     get.add_argument("digest")
     get.add_argument("output")
-    _add_store_option(get)
+    add_store_option(get)
     get.set_defaults(run=run_blob_get)
 
     plan = commands.add_parser("plan", help="print what a lock installs for one environment and platform")
@@ -219,10 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from podenv import cli_boot, cli_build, cli_deploy, cli_release
 
-    cli_build.register(commands, _add_store_option, _store)
+    cli_build.register(commands)
     cli_boot.register(commands)
     cli_deploy.register(commands)
-    cli_release.register(commands, _add_store_option, _store)
+    cli_release.register(commands)
 
     manifest = commands.add_parser("manifest", help="validate a release manifest and print its digest")
     manifest.add_argument("file")
@@ -240,14 +227,14 @@ def _split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options, command = _split_exec(list(sys.argv[1:] if argv is None else argv))
+    options, exec_argv = _split_exec(list(sys.argv[1:] if argv is None else argv))
     arguments = build_parser().parse_args(options)
-    if command is not None:
-        arguments.command = command
+    if exec_argv is not None:
+        arguments.exec_argv = exec_argv
     configure(arguments.log_format, arguments.verbose)
-    command: Callable[[argparse.Namespace], int] = arguments.run
+    run: Callable[[argparse.Namespace], int] = arguments.run
     try:
-        return command(arguments)
+        return run(arguments)
     except PodenvError as error:
         print(f"podenv: error: {error}", file=sys.stderr)
         return error.exit_code

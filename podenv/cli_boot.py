@@ -2,38 +2,28 @@
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from podenv import settings
 from podenv.log import get_logger
 
 _log = get_logger("boot")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name) or default
-
-
 def run_boot(arguments: argparse.Namespace) -> int:
-    from podenv.boot import BootError, BootOptions, BootReport, exec_into, prepare, summary_line, write_report
-    from podenv.errors import PodenvError
+    from podenv.boot import BootOptions, BootReport, exec_into, prepare, summary_line, write_report
+    from podenv.errors import BootError, PodenvError
 
     if not arguments.env:
-        raise BootError("no env given: set PODENV_ENV (or --env) to the env to boot.")
+        raise BootError(f"no env given: set {settings.ENV.name} (or --env) to the env to boot.")
     options = BootOptions(
-        env=arguments.env,
-        root=Path(arguments.root),
-        store_url=arguments.store,
-        version=arguments.version,
-        digest=arguments.digest,
-        channel=arguments.channel,
+        **_release_options(arguments),
         keep_blobs=arguments.keep_blobs,
-        quota=arguments.quota,
         lease_timeout=arguments.lease_timeout,
         writers=arguments.writers,
     )
-    report = BootReport(env=options.env)
+    report = BootReport(env=arguments.env)
     try:
         ready = prepare(options, report)
     except PodenvError as error:
@@ -43,11 +33,11 @@ def run_boot(arguments: argparse.Namespace) -> int:
         raise
     report_path = write_report(options.root, report)
     _log.info(summary_line(report), extra={"fields": {**report.to_json(), "report": str(report_path)}})
-    if arguments.command:
+    if arguments.exec_argv:
         from podenv.volume import Volume, hold_in_use
 
-        hold_in_use(Volume(options.root), options.env, ready.version, heartbeat=options.lease_timeout / 3)
-        exec_into(ready, arguments.command)
+        hold_in_use(Volume(options.root), arguments.env, ready.version, heartbeat=options.lease_timeout / 3)
+        exec_into(ready, arguments.exec_argv)
     print(ready.directory)
     return 0
 
@@ -75,42 +65,54 @@ def run_gc(arguments: argparse.Namespace) -> int:
 
 
 def run_doctor(arguments: argparse.Namespace) -> int:
-    from podenv.doctor import DoctorOptions, report, run_checks
+    from podenv.doctor import report, run_checks
+    from podenv.resolve import ReleaseOptions
 
-    options = DoctorOptions(
-        root=Path(arguments.root),
-        store_url=arguments.store,
-        env=arguments.env,
-        channel=arguments.channel,
-        version=arguments.version,
-        digest=arguments.digest,
-        quota=arguments.quota,
-        driver_cuda=arguments.assume_driver_cuda,
-    )
-    return report(run_checks(options))
+    options = ReleaseOptions(**_release_options(arguments))
+    return report(run_checks(options, driver_cuda=arguments.assume_driver_cuda))
+
+
+def _release_options(arguments: argparse.Namespace) -> dict[str, Any]:
+    """The fields of `ReleaseOptions` from the options `_add_release_choice` added."""
+    return {
+        "root": Path(arguments.root),
+        "env": arguments.env,
+        "store_url": arguments.store,
+        "version": arguments.version,
+        "digest": arguments.digest,
+        "channel": arguments.channel,
+        "quota": arguments.quota,
+    }
 
 
 def _add_root(parser: argparse.ArgumentParser) -> None:
-    from podenv.volume import DEFAULT_ROOT
-
+    root = settings.ROOT
     parser.add_argument(
-        "--root", default=_env("PODENV_ROOT", DEFAULT_ROOT), help="podenv's directory on the volume"
+        "--root", default=root.read(), help=f"{root.meaning} (${root.name}, default {root.default})"
     )
+
+
+def _add_lease_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--lease-timeout", type=float, default=60.0, help="seconds before a silent lease is stale"
     )
 
 
 def _add_release_choice(parser: argparse.ArgumentParser) -> None:
-    """Which release, from which store, with how much room: what boot and doctor both read."""
-    parser.add_argument("--store", default=_env("PODENV_STORE"), help="default: $PODENV_STORE")
-    parser.add_argument("--env", default=_env("PODENV_ENV"), help="default: $PODENV_ENV")
-    parser.add_argument("--version", default=_env("PODENV_VERSION"), help="pin a version ($PODENV_VERSION)")
-    parser.add_argument(
-        "--digest", default=_env("PODENV_DIGEST"), help="pin a release digest ($PODENV_DIGEST)"
-    )
-    parser.add_argument("--channel", default=_env("PODENV_CHANNEL", "stable"), help="default: stable")
+    """Which release, from which store, onto which volume, with how much room: boot and doctor read it."""
+    for option, setting in (
+        ("--store", settings.STORE),
+        ("--env", settings.ENV),
+        ("--version", settings.VERSION),
+        ("--digest", settings.DIGEST),
+        ("--channel", settings.CHANNEL),
+    ):
+        default = f", default {setting.default}" if setting.default else ""
+        parser.add_argument(
+            option, default=setting.read(), help=f"{setting.meaning} (${setting.name}{default})"
+        )
     parser.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
+    _add_root(parser)
 
 
 def register(commands: Any) -> None:
@@ -119,36 +121,36 @@ def register(commands: Any) -> None:
     )
     _add_release_choice(boot)
     boot.add_argument("--keep-blobs", action="store_true", help="keep compressed layers on the volume")
+    writers = settings.WRITERS
     boot.add_argument(
         "--writers",
         type=int,
-        default=int(_env("PODENV_WRITERS", "16")),
-        help="parallel file writers ($PODENV_WRITERS, default 16): many on a network volume",
+        default=int(writers.read() or 16),
+        help=f"{writers.meaning} (${writers.name}, default {writers.default})",
     )
-    _add_root(boot)
+    _add_lease_timeout(boot)
     boot.add_argument("--exec", metavar="-- CMD", help="run CMD (everything after --exec --) in the env")
-    boot.set_defaults(run=run_boot, command=None)
+    boot.set_defaults(run=run_boot, exec_argv=None)
 
     status = commands.add_parser("status", help="installed releases, layers, leases and last boots (JSON)")
     _add_root(status)
+    _add_lease_timeout(status)
     status.set_defaults(run=run_status)
 
     gc = commands.add_parser("gc", help="free layers no recent release uses")
     gc.add_argument("--keep", type=int, required=True, help="how many most recently used releases to keep")
     _add_root(gc)
+    _add_lease_timeout(gc)
     gc.set_defaults(run=run_gc)
 
     _register_doctor(commands)
 
 
 def _register_doctor(commands: Any) -> None:
-    from podenv.volume import DEFAULT_ROOT
-
     doctor = commands.add_parser(
         "doctor", help="check the store, release, volume and driver a boot needs; one PASS/FAIL line each"
     )
     _add_release_choice(doctor)
-    doctor.add_argument("--root", default=_env("PODENV_ROOT", DEFAULT_ROOT), help="default: $PODENV_ROOT")
     doctor.add_argument(
         "--assume-driver-cuda",
         metavar="VERSION",

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from podenv.cli_store import add_store_option, open_store_of
 from podenv.log import get_logger
 from podenv.progress import Progress
 
@@ -92,7 +93,7 @@ def run_publish(arguments: argparse.Namespace) -> int:
     from podenv.manifest import Manifest
     from podenv.release import publish
 
-    store = arguments.open_store(arguments)
+    store = open_store_of(arguments)
     manifest = Manifest.from_bytes(Path(arguments.release).read_bytes())
     report = publish(store, manifest, _archives(arguments.layers), arguments.channel or None)
     if arguments.receipt:
@@ -120,7 +121,7 @@ def run_lock(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: Any, add_store_option: Any, open_store: Any) -> None:
+def register(commands: Any) -> None:
     """Add ``env``, ``model``, ``release`` and ``publish`` to the podenv parser."""
     lock = commands.add_parser("lock", help="write pixi.lock with pixi (the only command that needs pixi)")
     lock.add_argument("--manifest", default="pixi.toml")
@@ -167,4 +168,4 @@ def register(commands: Any, add_store_option: Any, open_store: Any) -> None:
     publish.add_argument("--channel", help="move this channel to the release after publishing")
     publish.add_argument("--receipt", help="write what was uploaded here (JSON)")
     add_store_option(publish)
-    publish.set_defaults(run=run_publish, open_store=open_store)
+    publish.set_defaults(run=run_publish)

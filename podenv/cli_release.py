@@ -4,13 +4,14 @@ import argparse
 import json
 from typing import Any
 
+from podenv.cli_store import add_store_option, open_store_of
 from podenv.progress import human_bytes
 
 
 def run_releases(arguments: argparse.Namespace) -> int:
     from podenv.catalog import list_releases
 
-    rows = list_releases(arguments.open_store(arguments), arguments.name)
+    rows = list_releases(open_store_of(arguments), arguments.name)
     if arguments.json:
         print(json.dumps([row.__dict__ for row in rows], indent=1))
         return 0
@@ -25,7 +26,7 @@ def run_releases(arguments: argparse.Namespace) -> int:
 def run_show(arguments: argparse.Namespace) -> int:
     from podenv.catalog import load_release
 
-    manifest = load_release(arguments.open_store(arguments), arguments.name, arguments.version)
+    manifest = load_release(open_store_of(arguments), arguments.name, arguments.version)
     document = manifest.document
     if arguments.json:
         print(json.dumps(document, indent=1))
@@ -45,7 +46,7 @@ def run_show(arguments: argparse.Namespace) -> int:
 def run_promote(arguments: argparse.Namespace) -> int:
     from podenv.channels import promote
 
-    pointer = promote(arguments.open_store(arguments), arguments.name, arguments.version, arguments.channel)
+    pointer = promote(open_store_of(arguments), arguments.name, arguments.version, arguments.channel)
     previous = (pointer["previous"] or {}).get("version", "nothing")
     print(f"{arguments.channel}: {previous} -> {pointer['version']} ({pointer['digest']})")
     return 0
@@ -54,7 +55,7 @@ def run_promote(arguments: argparse.Namespace) -> int:
 def run_rollback(arguments: argparse.Namespace) -> int:
     from podenv.channels import rollback
 
-    pointer = rollback(arguments.open_store(arguments), arguments.name, arguments.channel, arguments.to)
+    pointer = rollback(open_store_of(arguments), arguments.name, arguments.channel, arguments.to)
     print(
         f"{arguments.channel}: {pointer['previous']['version']} -> {pointer['version']} ({pointer['digest']})"
     )
@@ -64,7 +65,7 @@ def run_rollback(arguments: argparse.Namespace) -> int:
 def run_diff(arguments: argparse.Namespace) -> int:
     from podenv.catalog import diff_releases, load_release
 
-    store = arguments.open_store(arguments)
+    store = open_store_of(arguments)
     difference = diff_releases(
         load_release(store, arguments.name, arguments.old), load_release(store, arguments.name, arguments.new)
     )
@@ -88,18 +89,18 @@ def run_diff(arguments: argparse.Namespace) -> int:
 def run_history(arguments: argparse.Namespace) -> int:
     from podenv.channels import history
 
-    for entry in history(arguments.open_store(arguments), arguments.name, arguments.channel):
+    for entry in history(open_store_of(arguments), arguments.name, arguments.channel):
         source = (entry["from"] or {}).get("version", "-")
         print(f"{entry['sequence']:>4} {entry['at']} {source} -> {entry['to']['version']} by {entry['by']}")
     return 0
 
 
-def register(commands: Any, add_store_option: Any, open_store: Any) -> None:
+def register(commands: Any) -> None:
     def command(name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("name", help="env name")
         add_store_option(parser)
-        parser.set_defaults(run=run, open_store=open_store)
+        parser.set_defaults(run=run)
         return parser
 
     releases = command("releases", "list an env's releases with their channels", run_releases)

@@ -10,7 +10,6 @@ exactly those such filesystems get wrong.
 
 import errno
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -20,27 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podenv.errors import NotFoundError, PodenvError
+from podenv.errors import PodenvError
 from podenv.log import get_logger
+from podenv.manifest import Manifest
 from podenv.progress import human_bytes
+from podenv.resolve import ReleaseOptions, Target, channel_target, check_names, names_are_valid, pinned_target
+from podenv.store import Store
 
 _log = get_logger("doctor")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _STORE_FIX = "check PODENV_STORE, AWS_ENDPOINT_URL and the credentials"
-
-
-@dataclass(frozen=True)
-class DoctorOptions:
-    root: Path
-    store_url: str | None = None
-    env: str | None = None
-    channel: str = "stable"
-    version: str | None = None
-    digest: str | None = None
-    quota: int | None = None
-    # Check the release against this driver CUDA version instead of the GPU's: "would it
-    # run on hosts with driver X?" (RunPod's CUDA filter), asked from anywhere.
-    driver_cuda: str | None = None
 
 
 @dataclass(frozen=True)
@@ -82,32 +70,17 @@ def failed_with(check: str, error: PodenvError, default_fix: str) -> CheckResult
 class _Findings:
     """What earlier checks learnt that later ones need."""
 
-    options: DoctorOptions
-    store: Any = None
+    options: ReleaseOptions
+    # Check the release against this driver CUDA version instead of the GPU's: "would it
+    # run on hosts with driver X?" (RunPod's CUDA filter), asked from anywhere.
+    driver_cuda: str | None = None
+    store: Store | None = None
     pointer: bytes | None = None
-    manifest: Any = None
+    manifest: Manifest | None = None
     volume_ok: bool = False
 
 
 # The store and the release
-
-
-def _check_names(options: DoctorOptions) -> None:
-    """Names become store keys: boot refuses bad ones, and so does the release check."""
-    from podenv.names import check_name
-
-    check_name("env name", options.env or "")
-    check_name("channel", options.channel)
-    if options.version:
-        check_name("version", options.version)
-
-
-def _names_are_valid(options: DoctorOptions) -> bool:
-    try:
-        _check_names(options)
-    except PodenvError:
-        return False
-    return True
 
 
 def check_store(findings: _Findings) -> CheckResult:
@@ -119,80 +92,43 @@ def check_store(findings: _Findings) -> CheckResult:
         return failed("store", "no store given", "set PODENV_STORE (or --store) to s3://BUCKET/PREFIX")
     try:
         store = open_store(options.store_url)
-        if options.env and _names_are_valid(options):
+        if options.env and names_are_valid(options):
             pointer = store.read_channel(options.env, options.channel)
             findings.pointer = pointer.data if pointer else None
             seen = f"channel {options.channel} of {options.env} {'read' if pointer else 'is absent'}"
         else:
-            seen = f"{len(store.backend.list_keys('channels/'))} channel objects listed"
+            seen = f"{len(store.channel_objects())} channel objects listed"
     except PodenvError as error:
         return failed_with("store", error, _STORE_FIX)
     findings.store = store
     if not store.url.startswith("s3://"):
         return passed("store", f"{store.url} is readable: {seen}")
-    endpoint = getattr(store.backend, "endpoint", None) or "AWS"
+    endpoint = store.endpoint or "AWS"
     return passed("store", f"{store.url} (endpoint {endpoint}) answered with these credentials: {seen}")
 
 
-def _resolve(findings: _Findings) -> tuple[str, str | None, str]:
-    """(version, digest the pin or channel promises or None, how it was chosen)."""
-    options = findings.options
-    if options.version:
-        return options.version, options.digest, "pinned"
-    if options.digest:
-        return _version_of_digest(findings), options.digest, "pinned by digest"
-    if findings.pointer is None:
-        raise NotFoundError(
-            f"channel {options.channel} of {options.env} does not exist in {options.store_url}; "
-            f"publish with --channel {options.channel}, `podenv promote {options.env} VERSION "
-            f"--channel {options.channel}`, or pin PODENV_VERSION."
-        )
-    try:
-        pointer = json.loads(findings.pointer)
-        return pointer["version"], pointer["digest"], f"channel {options.channel}"
-    except (ValueError, TypeError, KeyError):
-        raise PodenvError(
-            f"channel {options.channel} of {options.env} in {options.store_url} is not a channel pointer; "
-            f"move it again with `podenv promote {options.env} VERSION --channel {options.channel}`."
-        ) from None
-
-
-def _version_of_digest(findings: _Findings) -> str:
-    """The published version whose manifest has the pinned digest (boot's own search)."""
-    from podenv.digests import digest_bytes, digest_hex
-
-    options = findings.options
-    digest_hex(options.digest or "")
-    for version in findings.store.list_versions(options.env):
-        if digest_bytes(findings.store.get_release(options.env, version)) == options.digest:
-            return version
-    raise NotFoundError(
-        f"no release of {options.env} in {options.store_url} has digest {options.digest}; "
-        f"unset PODENV_DIGEST or pick one that `podenv releases {options.env}` lists."
+def _target(findings: _Findings, store: Store) -> Target:
+    """Boot's own resolution: the pin, or the channel pointer the store check read."""
+    return pinned_target(findings.options, lambda: store) or channel_target(
+        findings.options, findings.pointer
     )
 
 
 def check_release(findings: _Findings) -> CheckResult:
-    from podenv.manifest import Manifest
+    from podenv.resolve import load_manifest
 
-    options = findings.options
+    options, store = findings.options, findings.store
     if not options.env:
         return skipped("release", "no env given (PODENV_ENV or --env): no release to resolve")
-    if findings.store is None:
+    if store is None:
         return skipped("release", "the store failed: the release cannot be read")
     try:
-        _check_names(options)
-        version, digest, how = _resolve(findings)
-        manifest = Manifest.from_bytes(findings.store.get_release(options.env, version))
+        check_names(options)
+        target = _target(findings, store)
+        manifest = load_manifest(store, options.env, target)
     except PodenvError as error:
         return failed_with("release", error, f"list what is published with `podenv releases {options.env}`")
-    if digest is not None and manifest.digest != digest:
-        return failed(
-            "release",
-            f"{options.env} {version} ({how}) should have digest {digest}, "
-            f"but the store's has {manifest.digest}",
-            f"pin the digest `podenv releases {options.env}` shows, or move the channel again",
-        )
+    how = target.how
     findings.manifest = manifest
     unpacked = sum(layer.unpacked_size for layer in manifest.layers)
     return passed(
@@ -237,7 +173,7 @@ def _write_probe(root: Path) -> None:
 
 
 def check_volume(findings: _Findings) -> CheckResult:
-    from podenv.boot import space_free
+    from podenv.boot.space import space_free
     from podenv.volume import Volume
 
     root = findings.options.root
@@ -265,8 +201,8 @@ def check_volume(findings: _Findings) -> CheckResult:
 
 def check_space(findings: _Findings) -> CheckResult:
     """The layers the volume lacks must fit, with boot's margin: boot's own rule."""
-    from podenv.boot import SPACE_MARGIN, BootOptions, space_free, space_needed
-    from podenv.boot import check_space as boot_check_space
+    from podenv.boot.space import SPACE_MARGIN, space_free, space_needed
+    from podenv.boot.space import check_space as boot_check_space
     from podenv.volume import Volume, layer_is_installed
 
     options = findings.options
@@ -280,9 +216,8 @@ def check_space(findings: _Findings) -> CheckResult:
     release = f"{findings.manifest.name} {findings.manifest.version}"
     if not missing:
         return passed("space", f"all {len(layers)} layers of {release} are on the volume: nothing to fetch")
-    boot_options = BootOptions(env=findings.manifest.name, root=options.root, quota=options.quota)
     try:
-        boot_check_space(volume, missing, boot_options)
+        boot_check_space(volume, missing, options.quota)
     except PodenvError as error:
         return failed_with("space", error, "grow the volume or run `podenv gc`")
     needed = space_needed(missing, keep_blobs=False)
@@ -436,9 +371,8 @@ def check_driver(findings: _Findings) -> CheckResult:
     from podenv.gpu import check_driver as gpu_check_driver
     from podenv.gpu import driver_cuda_version
 
-    options = findings.options
-    found = options.driver_cuda or driver_cuda_version()
-    source = "assumed by --assume-driver-cuda" if options.driver_cuda else "from NVML or nvidia-smi"
+    found = findings.driver_cuda or driver_cuda_version()
+    source = "assumed by --assume-driver-cuda" if findings.driver_cuda else "from NVML or nvidia-smi"
     driver = f"the driver supports CUDA {found} ({source})" if found else "no NVIDIA driver found"
     manifest = findings.manifest
     if manifest is None:
@@ -482,8 +416,9 @@ def _guarded(check: Callable[[_Findings], CheckResult], findings: _Findings) -> 
         return failed(name, f"the check itself broke ({type(error).__name__})", "report this as a podenv bug")
 
 
-def run_checks(options: DoctorOptions) -> list[CheckResult]:
-    findings = _Findings(options)
+def run_checks(options: ReleaseOptions, driver_cuda: str | None = None) -> list[CheckResult]:
+    """Every check, in order, of what `podenv boot` would do with ``options``."""
+    findings = _Findings(options, driver_cuda)
     return [_guarded(check, findings) for check in CHECKS]
 
 

@@ -51,3 +51,9 @@ class ManifestError(PodenvError):
     """A release manifest fails its schema."""
 
     exit_code = 9
+
+
+class BootError(PodenvError):
+    """`podenv boot` cannot make the release ready: no store, no room, a lost wait, a bad exec."""
+
+    exit_code = 11

@@ -6,9 +6,10 @@ appends them as ``key=value``, the JSON format merges them into the object.
 
 import json
 import logging
-import os
 import sys
 import time
+
+from podenv.settings import LOG_FORMAT
 
 LOG_FORMATS = ("text", "json")
 _ROOT = "podenv"
@@ -43,7 +44,7 @@ class TextFormatter(logging.Formatter):
 
 def configure(log_format: str | None = None, verbose: bool = False) -> None:
     """Send podenv's logs to stderr in the chosen format (default: ``$PODENV_LOG_FORMAT`` or text)."""
-    chosen = log_format or os.environ.get("PODENV_LOG_FORMAT", "text")
+    chosen = log_format or LOG_FORMAT.read() or "text"
     if chosen not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not '{chosen}'")
     handler = logging.StreamHandler(sys.stderr)

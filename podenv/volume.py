@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from podenv.digests import digest_hex
+from podenv.settings import ROOT
 
 MARKER = ".podenv-layer.json"
 RELEASE_MARKER = ".podenv-release.json"
-DEFAULT_ROOT = "/runpod-volume/podenv"
+DEFAULT_ROOT = ROOT.default
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
     blobs/sha256/<hex>                  layers, written once
     releases/<name>/<version>.json      release manifests, written once
     channels/<name>/<channel>.json      pointers, replaced only by compare-and-swap
+    channels/<name>/<channel>.history/<sequence>.json   each move of a pointer, written once
 
 The same code runs over a local directory and over S3; only ``ObjectBackend`` differs.
 """
@@ -45,7 +46,19 @@ def release_key(name: str, version: str) -> str:
 
 
 def channel_key(name: str, channel: str) -> str:
-    return f"channels/{check_name('env name', name)}/{check_name('channel', channel)}.json"
+    return f"{_channels_prefix(name)}{check_name('channel', channel)}.json"
+
+
+def _channels_prefix(name: str) -> str:
+    return f"channels/{check_name('env name', name)}/"
+
+
+def _history_prefix(name: str, channel: str) -> str:
+    return channel_key(name, channel).removesuffix(".json") + ".history/"
+
+
+def history_key(name: str, channel: str, sequence: int) -> str:
+    return f"{_history_prefix(name, channel)}{sequence:010d}.json"
 
 
 class Store:
@@ -55,6 +68,12 @@ class Store:
     @property
     def url(self) -> str:
         return self.backend.url
+
+    @property
+    def endpoint(self) -> str | None:
+        """The S3 endpoint asked for (None: AWS's default, or a file:// store)."""
+        endpoint = getattr(self.backend, "endpoint", None)
+        return endpoint if isinstance(endpoint, str) else None
 
     # Blobs
 
@@ -180,3 +199,29 @@ class Store:
                 f"channel {channel} of {name} was changed by somebody else while we updated it; "
                 "look at it again and retry."
             ) from None
+
+    def channels(self, name: str) -> list[str]:
+        """The names of ``name``'s channels that have a pointer."""
+        prefix = _channels_prefix(name)
+        relative = (key[len(prefix) :] for key in self.backend.list_keys(prefix))
+        return [key.removesuffix(".json") for key in relative if "/" not in key and key.endswith(".json")]
+
+    def channel_objects(self) -> list[str]:
+        """Every key under channels/ (pointers and histories): a cheap read that needs the credentials."""
+        return self.backend.list_keys("channels/")
+
+    # Channel histories
+
+    def record_move(self, name: str, channel: str, sequence: int, data: bytes) -> bool:
+        """Write one move's record, create-only; False if it is recorded already."""
+        try:
+            self.backend.put_bytes(history_key(name, channel, sequence), data, if_none_match=True)
+        except PreconditionFailed:
+            return False
+        return True
+
+    def read_moves(self, name: str, channel: str) -> list[bytes]:
+        """Every recorded move of the channel, in key order (oldest first)."""
+        return [
+            self.backend.get(key)[0] for key in sorted(self.backend.list_keys(_history_prefix(name, channel)))
+        ]

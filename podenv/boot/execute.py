@@ -1,0 +1,47 @@
+"""The worker's process: the release's environment, then exec."""
+
+import os
+import sys
+
+from podenv.boot.report import ReadyRelease
+from podenv.errors import BootError
+from podenv.settings import RELEASE
+
+TELEMETRY_OFF = {
+    "ORT_DISABLE_TELEMETRY": "1",
+    "PYANNOTE_METRICS_ENABLED": "false",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+}
+STORE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, str]:
+    """The variables the worker runs with: the env's own tools first, the release's caches, offline."""
+    env = dict(base)
+    prefix = str(ready.env_prefix)
+    env["PATH"] = os.pathsep.join([f"{prefix}/bin", f"{prefix}/local/bin", base.get("PATH", "/usr/bin:/bin")])
+    env["CONDA_PREFIX"] = prefix
+    env["HF_HUB_CACHE"] = str(ready.directory / "hf-hub")
+    env["TORCH_HOME"] = str(ready.directory / "torch")
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    # Libraries the plugins import phone home unless told not to (onnxruntime, under pyannote,
+    # connects to Microsoft's telemetry endpoint at import on Linux).
+    env.update(TELEMETRY_OFF)
+    env[RELEASE.name] = str(ready.directory / "release.json")
+    env.pop("PYTHONHOME", None)
+    # The store's credentials were for boot; the handler and its model code never need them.
+    for name in STORE_CREDENTIALS:
+        env.pop(name, None)
+    return env
+
+
+def exec_into(ready: ReadyRelease, command: list[str]) -> None:
+    environment = worker_environment(ready, dict(os.environ))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(command[0], command, environment)  # noqa: S606 - exec is the point of boot
+    except OSError as error:
+        raise BootError(f"cannot run {command[0]!r} in {ready.env_prefix}: {error.strerror}.") from None

@@ -1,0 +1,110 @@
+"""One layer onto the volume: under its lease, streamed and verified into private staging,
+relocated, marked and renamed into place; or waited for, when another worker holds the lease."""
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from podenv.boot.options import BootOptions
+from podenv.boot.report import BootReport
+from podenv.errors import BootError
+from podenv.manifest import Layer
+from podenv.store import Store
+from podenv.volume import Lease, Volume, discard, held, layer_is_installed, publish_directory, write_marker
+
+_POLL = 0.25
+
+
+def _layer_source(
+    store: Store, volume: Volume, layer: Layer, keep_blobs: bool, report: BootReport
+) -> tuple[Iterator[bytes], Path | None]:
+    """Chunks of the layer's blob: from the volume's blob cache, or from the store."""
+    from podenv.fileio import read_file_chunks
+    from podenv.progress import Progress
+
+    cached = volume.blob_path(layer.digest)
+    if cached.is_file() and cached.stat().st_size == layer.size:
+        report.layers[layer.name] = "blob-cache"
+        return read_file_chunks(cached), None
+    progress = Progress(f"fetch {layer.name}", total=layer.size)
+    chunks = store.read_blob(layer.digest, progress)
+    if not keep_blobs:
+        return chunks, None
+    volume.blobs.mkdir(parents=True, exist_ok=True)
+    sink_path = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
+    return _tee(chunks, sink_path), sink_path
+
+
+def _tee(chunks: Iterable[bytes], path: Path) -> Iterator[bytes]:
+    with open(path, "wb") as sink:
+        for chunk in chunks:
+            sink.write(chunk)
+            yield chunk
+
+
+def _extract_layer(
+    store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
+) -> None:
+    from podenv.archive import extract_stream
+    from podenv.relocate import relocate
+
+    final = volume.layer_dir(layer.digest)
+    staging = volume.new_staging(layer.digest.removeprefix("sha256:")[:16])
+    target = staging / "layer"
+    chunks, blob_partial = _layer_source(store, volume, layer, options.keep_blobs, report)
+    try:
+        result = extract_stream(
+            chunks, target, expected_digest=layer.digest, label=f"layer {layer.name}", writers=options.writers
+        )
+        if blob_partial is not None:
+            blob_partial.replace(volume.blob_path(layer.digest))
+        if layer.kind == "env":
+            relocate(target, str(final))
+        marker = {"digest": layer.digest, "name": layer.name, "files": result.files}
+        marker.update(bytes=result.bytes_written, installed_at=time.time())
+        write_marker(target, marker)
+        if publish_directory(target, final):
+            report.layers.setdefault(layer.name, "installed")
+        else:
+            report.layers[layer.name] = "lost-race"
+        if report.layers[layer.name] != "blob-cache":
+            report.bytes_fetched += result.size
+        report.bytes_written += result.bytes_written
+        report.files += result.files
+    finally:
+        discard(staging)
+        if blob_partial is not None:
+            blob_partial.unlink(missing_ok=True)
+
+
+def install_layer(
+    store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
+) -> None:
+    """Make one layer present: install it, or wait for the worker that holds its lease."""
+    if layer_is_installed(volume, layer.digest):
+        report.layers[layer.name] = "present"
+        return
+    # Beat well within the timeout others judge the lease by, or a live holder looks stale.
+    heartbeat = min(2.0, options.lease_timeout / 3)
+    lease_path = volume.leases / f"{layer.digest.removeprefix('sha256:')}.lease"
+    lease = Lease(lease_path, options.lease_timeout, heartbeat)
+    deadline = time.monotonic() + options.wait_timeout
+    waited = False
+    while not lease.try_take():
+        waited = True
+        if layer_is_installed(volume, layer.digest):
+            report.layers[layer.name] = "waited"
+            return
+        if time.monotonic() > deadline:
+            raise BootError(
+                f"gave up after {options.wait_timeout:.0f}s waiting for another worker "
+                f"to install layer {layer.name}."
+            )
+        time.sleep(_POLL)
+    with held(lease):
+        if layer_is_installed(volume, layer.digest):
+            # Found complete once the holder let go: we waited for it, it was not there before.
+            report.layers[layer.name] = "waited" if waited else "present"
+            return
+        _extract_layer(store, volume, layer, options, report)

@@ -1,0 +1,106 @@
+"""Every ``PODENV_*`` variable: its name, default and meaning, in one place.
+
+podenv reads these variables only through this module (`Setting.read`), and the README's
+table of them is this module's `markdown_table()` (a test keeps the two equal). The worker
+side (`worker/`) cannot import podenv (ADR 0006): it keeps a mirror of its own variables in
+`worker/settings.py`, pinned equal to the ones marked ``side="worker"`` here by a test.
+
+Add a new variable here first, then read it with ``settings.NAME.read()``.
+"""
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    meaning: str
+    # Who reads it: "boot" (podenv boot and doctor), "cli" (every podenv command) or
+    # "worker" (the handler, in the release's env).
+    side: str
+
+    def read(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The variable's value; its default when unset or empty."""
+        value = (os.environ if environ is None else environ).get(self.name)
+        return value or self.default
+
+
+STORE = Setting("PODENV_STORE", None, "the store: `file:///PATH` or `s3://BUCKET/PREFIX`", "cli")
+ENV = Setting("PODENV_ENV", None, "the env whose release `podenv boot` installs", "boot")
+VERSION = Setting("PODENV_VERSION", None, "pin a release version (a pin wins over the channel)", "boot")
+DIGEST = Setting("PODENV_DIGEST", None, "pin a release digest, `sha256:<hex>`", "boot")
+CHANNEL = Setting("PODENV_CHANNEL", "stable", "the channel to follow when nothing is pinned", "boot")
+ROOT = Setting("PODENV_ROOT", "/runpod-volume/podenv", "podenv's directory on the volume", "boot")
+WRITERS = Setting(
+    "PODENV_WRITERS",
+    "16",
+    "parallel file writers per layer: many on a network volume, few on a local disk",
+    "boot",
+)
+PLACEMENT = Setting(
+    "PODENV_PLACEMENT",
+    "volume",
+    "where a release's layers go: `volume` (the network volume) or `local`",
+    "boot",
+)
+ALLOW_NO_VOLUME = Setting(
+    "PODENV_ALLOW_NO_VOLUME",
+    None,
+    "`1`: boot even when no network volume is mounted (`podenv deploy` sets it)",
+    "boot",
+)
+LOG_FORMAT = Setting(
+    "PODENV_LOG_FORMAT", "text", "`text` or `json` (JSON lines), for podenv and the worker", "cli"
+)
+ACTOR = Setting("PODENV_ACTOR", None, "who moved a channel, in its history (default `$USER@host`)", "cli")
+RELEASE = Setting(
+    "PODENV_RELEASE", None, "the release manifest the worker serves; set by `podenv boot --exec`", "worker"
+)
+DEVICE = Setting(
+    "PODENV_DEVICE", None, "the plugins' device (default `cuda` when torch sees a GPU, else `cpu`)", "worker"
+)
+CONCURRENCY = Setting(
+    "PODENV_CONCURRENCY", "1", "jobs a worker runs at once (runpod's `concurrency_modifier`)", "worker"
+)
+INLINE_MAX_BYTES = Setting(
+    "PODENV_INLINE_MAX_BYTES",
+    "262144",
+    "outputs up to this size return inline (base64), larger ones upload",
+    "worker",
+)
+OUTPUT_BUCKET = Setting("PODENV_OUTPUT_BUCKET", None, "the bucket large outputs are uploaded to", "worker")
+MAX_INPUT_BYTES = Setting(
+    "PODENV_MAX_INPUT_BYTES", "104857600", "the largest audio input a job may send", "worker"
+)
+
+SETTINGS: tuple[Setting, ...] = (
+    STORE,
+    ENV,
+    VERSION,
+    DIGEST,
+    CHANNEL,
+    ROOT,
+    WRITERS,
+    PLACEMENT,
+    ALLOW_NO_VOLUME,
+    LOG_FORMAT,
+    ACTOR,
+    RELEASE,
+    DEVICE,
+    CONCURRENCY,
+    INLINE_MAX_BYTES,
+    OUTPUT_BUCKET,
+    MAX_INPUT_BYTES,
+)
+
+
+def markdown_table() -> str:
+    """The README's table of variables."""
+    rows = ["| variable | default | read by | meaning |", "| --- | --- | --- | --- |"]
+    for setting in SETTINGS:
+        default = f"`{setting.default}`" if setting.default is not None else "-"
+        rows.append(f"| `{setting.name}` | {default} | {setting.side} | {setting.meaning} |")
+    return "\n".join(rows) + "\n"
