@@ -204,11 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.set_defaults(run=run_plan)
 
-    from podenv import cli_boot, cli_build, cli_deploy, cli_release
+    from podenv import cli_boot, cli_build, cli_deploy, cli_init, cli_release
 
     cli_build.register(commands)
     cli_boot.register(commands)
     cli_deploy.register(commands)
+    cli_init.register(commands)
     cli_release.register(commands)
 
     manifest = commands.add_parser("manifest", help="validate a release manifest and print its digest")

@@ -1,0 +1,1 @@
+"""The files `podenv init NAME` writes into a fork (string.Template: $name, $Name, ...)."""
