@@ -14,13 +14,13 @@ settings come from it by ``templateId``), then the endpoint.
 from dataclasses import dataclass, field
 from typing import Any
 
+from podenv import settings
 from podenv.deployfile import DeploySpec, VolumeSpec
 from podenv.errors import PodenvError
 from podenv.log import get_logger
 from podenv.manifest import Manifest
 from podenv.runpod.api import Call, RunPodAPI
 from podenv.runpod.sizing import Sizes, sizes_for
-from podenv.volume import DEFAULT_ROOT
 
 _log = get_logger("deploy")
 # The settings of a container that RunPod copies from a template (and rolls workers for).
@@ -42,23 +42,23 @@ def secret_reference(name: str) -> str:
 def worker_environment(spec: DeploySpec, manifest: Manifest, sizes: Sizes) -> dict[str, str]:
     """The worker's variables: the pinned release, podenv's settings and secret references."""
     env = {
-        "PODENV_STORE": spec["store"],
-        "PODENV_ENV": spec.env,
-        "PODENV_VERSION": manifest.version,
-        "PODENV_DIGEST": manifest.digest,
-        "PODENV_ROOT": DEFAULT_ROOT,
+        settings.STORE.name: spec["store"],
+        settings.ENV.name: spec.env,
+        settings.VERSION.name: manifest.version,
+        settings.DIGEST.name: manifest.digest,
+        settings.ROOT.name: settings.ROOT.default,
         "HF_HUB_OFFLINE": "1",
         "RUNPOD_INIT_TIMEOUT": str(spec.get("init_timeout") or sizes.init_timeout_s),
     }
-    if spec["placement"] == "local":
-        env["PODENV_PLACEMENT"] = "local"
+    if spec["placement"] != settings.PLACEMENT.default:
+        env[settings.PLACEMENT.name] = spec["placement"]
     if not spec.volumes:
-        env["PODENV_ALLOW_NO_VOLUME"] = "1"
+        env[settings.ALLOW_NO_VOLUME.name] = "1"
     env.update(spec["variables"])
     env.update({variable: secret_reference(name) for variable, name in spec["secrets"].items()})
     output = spec.get("output")
     if output:
-        env["PODENV_OUTPUT_BUCKET"] = output["bucket"]
+        env[settings.OUTPUT_BUCKET.name] = output["bucket"]
         env.update({variable: secret_reference(name) for variable, name in output["secrets"].items()})
     return dict(sorted(env.items()))
 
