@@ -17,7 +17,9 @@ def format_digest(hexdigest: str) -> str:
 def digest_hex(digest: str) -> str:
     """The 64 hex characters of a ``sha256:<hex>`` digest, after checking its form."""
     if not DIGEST_PATTERN.match(digest):
-        raise PodenvError(f"'{digest}' is not a digest; expected 'sha256:' and 64 lowercase hex digits.")
+        raise PodenvError(
+            f"'{digest}' is not a digest", fix="expected 'sha256:' and 64 lowercase hex digits."
+        )
     return digest.removeprefix("sha256:")
 
 

@@ -61,9 +61,8 @@ def skipped(check: str, detail: str) -> CheckResult:
 
 
 def failed_with(check: str, error: PodenvError, default_fix: str) -> CheckResult:
-    """Our errors read "<what is wrong>; <what to do>": split them into the line's two halves."""
-    what, separator, fix = str(error).rstrip(".").partition("; ")
-    return failed(check, what, fix if separator else default_fix)
+    """The error's own sentence and fix (``default_fix`` for an error that carries none)."""
+    return failed(check, error.what.rstrip("."), (error.fix or default_fix).rstrip("."))
 
 
 @dataclass

@@ -1,14 +1,26 @@
-"""Errors a user sees: each one is a single sentence that says what is wrong and what to do.
+"""Errors a user sees, and the one table of podenv's exit codes.
 
-The command line prints ``str(error)`` and exits non-zero; nothing else is shown, so the
-message must stand on its own and must never carry a credential.
+Each error says what is wrong (``what``) and, where there is one, what to do (``fix``): the
+command line prints ``what; fix`` as one sentence, and `podenv doctor` prints the two as
+its line's detail and fix. Nothing else is shown, so the message must stand on its own and
+must never carry a credential.
+
+Every exit code podenv returns is in `EXIT_CODES` (the README's table is
+`exit_code_table()`; a test keeps them equal). A new kind of error takes the next code here.
 """
+
+from dataclasses import dataclass
 
 
 class PodenvError(Exception):
     """Base of every error podenv reports to a user as one sentence."""
 
     exit_code = 1
+
+    def __init__(self, what: str, fix: str | None = None) -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(what if fix is None else f"{what}; {fix}")
 
 
 class StoreError(PodenvError):
@@ -53,7 +65,68 @@ class ManifestError(PodenvError):
     exit_code = 9
 
 
+class DriverTooOldError(PodenvError):
+    """The GPU driver is older than the CUDA the release needs."""
+
+    exit_code = 10
+
+
 class BootError(PodenvError):
     """`podenv boot` cannot make the release ready: no store, no room, a lost wait, a bad exec."""
 
     exit_code = 11
+
+
+class DeployError(PodenvError):
+    """`podenv deploy` cannot bring RunPod to the deploy file: a bad file or image, or RunPod refused."""
+
+    exit_code = 12
+
+
+@dataclass(frozen=True)
+class ExitCode:
+    code: int
+    meaning: str
+
+
+# Codes no error class carries: success, argparse's usage errors, an interrupt.
+_OTHER_CODES = (
+    ExitCode(0, "success (`podenv doctor`: every check passed)"),
+    ExitCode(2, "the command line is wrong (argparse's usage error)"),
+    ExitCode(130, "interrupted (Ctrl-C)"),
+)
+ERRORS: tuple[type[PodenvError], ...] = (
+    PodenvError,
+    StoreError,
+    NotFoundError,
+    AlreadyExistsError,
+    ConflictError,
+    IntegrityError,
+    UnsafeArchiveError,
+    ManifestError,
+    DriverTooOldError,
+    BootError,
+    DeployError,
+)
+
+
+def _meaning(error: type[PodenvError]) -> str:
+    summary = (error.__doc__ or "").strip().splitlines()[0].rstrip(".")
+    if error is PodenvError:
+        return "any other error (`podenv doctor`: a check failed)"
+    return f"{error.__name__}: {summary[0].lower()}{summary[1:]}"
+
+
+EXIT_CODES: tuple[ExitCode, ...] = tuple(
+    sorted(
+        _OTHER_CODES + tuple(ExitCode(error.exit_code, _meaning(error)) for error in ERRORS),
+        key=lambda e: e.code,
+    )
+)
+
+
+def exit_code_table() -> str:
+    """The README's table of exit codes."""
+    rows = ["| exit code | meaning |", "| --- | --- |"]
+    rows += [f"| {entry.code} | {entry.meaning} |" for entry in EXIT_CODES]
+    return "\n".join(rows) + "\n"

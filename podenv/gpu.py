@@ -5,13 +5,9 @@ import re
 import shutil
 import subprocess
 
-from podenv.errors import PodenvError
+from podenv.errors import DriverTooOldError
 
 _SMI_CUDA = re.compile(r"CUDA Version:\s*([0-9]+\.[0-9]+)")
-
-
-class DriverTooOldError(PodenvError):
-    exit_code = 10
 
 
 def _from_nvml() -> str | None:
@@ -57,6 +53,6 @@ def check_driver(required: str | None, found: str | None, release: str) -> None:
         return
     if _as_tuple(found) < _as_tuple(required):
         raise DriverTooOldError(
-            f"the NVIDIA driver here supports CUDA {found}, but {release} needs CUDA {required} or later; "
-            "pick GPUs whose driver supports it (RunPod's CUDA version filter) or boot an older release."
+            f"the NVIDIA driver here supports CUDA {found}, but {release} needs CUDA {required} or later",
+            fix="pick GPUs whose driver supports it (RunPod's CUDA version filter) or boot an older release.",
         )

@@ -78,8 +78,8 @@ def version_of_digest(store: Store, env: str, digest: str) -> str:
         if digest_bytes(store.get_release(env, version)) == digest:
             return version
     raise NotFoundError(
-        f"no release of {env} in {store.url} has digest {digest}; "
-        f"unset PODENV_DIGEST or pick one that `podenv releases {env}` lists."
+        f"no release of {env} in {store.url} has digest {digest}",
+        fix=f"unset PODENV_DIGEST or pick one that `podenv releases {env}` lists.",
     )
 
 
@@ -98,17 +98,17 @@ def channel_target(options: ReleaseOptions, pointer: bytes | None) -> Target:
     channel, env = options.channel, options.env
     if pointer is None:
         raise NotFoundError(
-            f"channel {channel} of {env} does not exist in {options.store_url}; "
-            f"publish with --channel {channel}, `podenv promote {env} VERSION "
-            f"--channel {channel}`, or pin PODENV_VERSION."
+            f"channel {channel} of {env} does not exist in {options.store_url}",
+            fix=f"publish with --channel {channel}, `podenv promote {env} VERSION "
+            f"--channel {channel}`, or pin PODENV_VERSION.",
         )
     try:
         document = json.loads(pointer)
         return Target(document["version"], document["digest"], f"channel {channel}")
     except (ValueError, TypeError, KeyError):
         raise PodenvError(
-            f"channel {channel} of {env} in {options.store_url} is not a channel pointer; "
-            f"move it again with `podenv promote {env} VERSION --channel {channel}`."
+            f"channel {channel} of {env} in {options.store_url} is not a channel pointer",
+            fix=f"move it again with `podenv promote {env} VERSION --channel {channel}`.",
         ) from None
 
 
@@ -120,7 +120,7 @@ def load_manifest(store: Store, env: str, target: Target) -> Manifest:
     if target.digest is not None and manifest.digest != target.digest:
         raise IntegrityError(
             f"release {env} {target.version} ({target.how}) should have digest {target.digest}, "
-            f"but the store's has {manifest.digest}; "
-            f"pin the digest `podenv releases {env}` shows, or move the channel again."
+            f"but the store's has {manifest.digest}",
+            fix=f"pin the digest `podenv releases {env}` shows, or move the channel again.",
         )
     return manifest

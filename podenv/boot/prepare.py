@@ -23,7 +23,9 @@ def _open_store(options: BootOptions) -> Store:
     from podenv.store import open_store
 
     if not options.store_url:
-        raise BootError("no store given: set PODENV_STORE (or --store) to the store the release lives in.")
+        raise BootError(
+            "no store given", fix="set PODENV_STORE (or --store) to the store the release lives in."
+        )
     return open_store(options.store_url)
 
 

@@ -44,6 +44,6 @@ def check_space(
     if needed + SPACE_MARGIN > free:
         raise BootError(
             f"not enough space on {volume.root}: the release needs {human_bytes(needed)} "
-            f"(+{human_bytes(SPACE_MARGIN)} margin) but {human_bytes(free)} is free; "
-            "grow the volume or run `podenv gc`."
+            f"(+{human_bytes(SPACE_MARGIN)} margin) but {human_bytes(free)} is free",
+            fix="grow the volume or run `podenv gc`.",
         )

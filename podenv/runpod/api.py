@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from podenv.errors import PodenvError
+from podenv.errors import DeployError
 
 DEFAULT_API_URL = "https://api.runpod.io"  # the OpenAPI document's server
 _RETRIED_STATUS = {429, 502, 503, 504}
@@ -22,10 +22,8 @@ _MAX_WAIT_S = 30.0
 _DETAIL_MAX = 300
 
 
-class RunPodError(PodenvError):
+class RunPodError(DeployError):
     """RunPod's API refused a request, or could not be reached."""
-
-    exit_code = 12
 
 
 @dataclass

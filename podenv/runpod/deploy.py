@@ -16,7 +16,7 @@ from typing import Any
 
 from podenv import settings
 from podenv.deployfile import DeploySpec, VolumeSpec
-from podenv.errors import PodenvError
+from podenv.errors import DeployError
 from podenv.log import get_logger
 from podenv.manifest import Manifest
 from podenv.runpod.api import Call, RunPodAPI
@@ -26,10 +26,6 @@ _log = get_logger("deploy")
 # The settings of a container that RunPod copies from a template (and rolls workers for).
 CONTAINER_FIELDS = ("image", "args", "disk", "ports", "env", "registry")
 _FLASHBOOT = {"off": "OFF", "on": "FLASHBOOT", "priority": "PRIORITY_FLASHBOOT"}
-
-
-class DeployError(PodenvError):
-    exit_code = 12
 
 
 def secret_reference(name: str) -> str:

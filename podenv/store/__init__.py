@@ -30,4 +30,4 @@ def open_store(url: str, *, endpoint_url: str | None = None, transfer: TransferC
         from podenv.store.s3 import S3Backend
 
         return Store(S3Backend(url, endpoint_url=endpoint_url, transfer=transfer))
-    raise PodenvError(f"'{url}' is not a store URL; use file:///PATH or s3://BUCKET/PREFIX.")
+    raise PodenvError(f"'{url}' is not a store URL", fix="use file:///PATH or s3://BUCKET/PREFIX.")

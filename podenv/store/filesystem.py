@@ -31,7 +31,9 @@ class FileBackend:
         self.root = root
         self.url = f"file://{root}"
         if not root.is_dir():
-            raise StoreError(f"the store directory {root} does not exist; create it or fix the store URL.")
+            raise StoreError(
+                f"the store directory {root} does not exist", fix="create it or fix the store URL."
+            )
 
     def _path(self, key: str) -> Path:
         return self.root / key

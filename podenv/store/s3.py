@@ -36,7 +36,7 @@ def _credentials_from_environment() -> dict[str, str]:
     secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
     if not key_id or not secret:
         raise StoreError(
-            "no S3 credentials in the environment; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
+            "no S3 credentials in the environment", fix="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
         )
     credentials = {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
     if token := os.environ.get("AWS_SESSION_TOKEN"):
@@ -57,7 +57,7 @@ class S3Backend:
         )
         self.transfer = transfer or TransferConfig()
         if not self.bucket:
-            raise StoreError(f"the store URL '{url}' names no bucket; use s3://BUCKET/PREFIX.")
+            raise StoreError(f"the store URL '{url}' names no bucket", fix="use s3://BUCKET/PREFIX.")
         self._client = self._make_client()
 
     def _make_client(self) -> Any:
@@ -106,7 +106,7 @@ class S3Backend:
             self._raise_client_error(error, key)
         except EndpointConnectionError:
             raise StoreError(
-                f"cannot reach the store at {self._where()}; check AWS_ENDPOINT_URL and the network."
+                f"cannot reach the store at {self._where()}", fix="check AWS_ENDPOINT_URL and the network."
             ) from None
         except BotoCoreError as error:
             raise StoreError(f"the store at {self._where()} failed: {type(error).__name__}.") from None
@@ -116,7 +116,7 @@ class S3Backend:
         status = str(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
         if code == "NoSuchBucket":
             raise StoreError(
-                f"the bucket '{self.bucket}' does not exist at {self._where()}; create it first."
+                f"the bucket '{self.bucket}' does not exist at {self._where()}", fix="create it first."
             ) from None
         if code in _NOT_FOUND or status in _NOT_FOUND:
             raise NotFoundError(f"{key} does not exist in {self.url}.") from None
@@ -124,8 +124,8 @@ class S3Backend:
             raise PreconditionFailed(key) from None
         if code in _DENIED or status in _DENIED:
             raise StoreError(
-                f"the store at {self._where()} refused the credentials ({code or status}); "
-                "check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions."
+                f"the store at {self._where()} refused the credentials ({code or status})",
+                fix="check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket's permissions.",
             ) from None
         raise StoreError(f"the store at {self._where()} answered {code or status} for {key}.") from None
 

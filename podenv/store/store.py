@@ -103,8 +103,8 @@ class Store:
         existing = self.blob_size(digest)
         if existing is not None and existing != size:
             raise IntegrityError(
-                f"the store's blob {digest} is {existing} bytes but should be {size}; "
-                "the store is damaged: delete that blob and publish again."
+                f"the store's blob {digest} is {existing} bytes but should be {size}",
+                fix="the store is damaged: delete that blob and publish again.",
             )
         return existing is not None
 
@@ -153,8 +153,8 @@ class Store:
             if existing == data:
                 return False
             raise AlreadyExistsError(
-                f"{what} already exists in {self.url} with other content; "
-                "published releases are never overwritten: publish a new version."
+                f"{what} already exists in {self.url} with other content",
+                fix="published releases are never overwritten: publish a new version.",
             ) from None
 
     def put_release(self, name: str, version: str, data: bytes) -> bool:
@@ -196,8 +196,8 @@ class Store:
             return self.backend.put_bytes(key, data, if_match=expected.version_tag)
         except PreconditionFailed:
             raise ConflictError(
-                f"channel {channel} of {name} was changed by somebody else while we updated it; "
-                "look at it again and retry."
+                f"channel {channel} of {name} was changed by somebody else while we updated it",
+                fix="look at it again and retry.",
             ) from None
 
     def channels(self, name: str) -> list[str]:
