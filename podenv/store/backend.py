@@ -24,12 +24,24 @@ class ObjectInfo:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """How big objects move. Parts and ranges travel in parallel, ``concurrency`` at a time."""
+    """How big objects move. Parts and ranges travel in parallel, ``concurrency`` at a time.
+
+    Reads of a blob are bounded (see podenv.store.ranged): a range that fails is retried
+    from its last good byte up to ``attempts`` times in all; a socket read that waits longer
+    than ``read_timeout`` is a stall; a range that averages under ``min_rate`` bytes/s over
+    ``read_timeout`` seconds is a trickle; a whole blob must arrive within ``deadline``
+    seconds. The defaults leave room in RunPod's 7-minute RUNPOD_INIT_TIMEOUT for the
+    install after the fetch: a stalled store is reported within about 2 minutes.
+    """
 
     multipart_threshold: int = 64 << 20
     part_size: int = 16 << 20
     range_size: int = 8 << 20
     concurrency: int = 8
+    attempts: int = 4
+    read_timeout: float = 15.0
+    min_rate: int = 64 << 10
+    deadline: float = 300.0
 
 
 class ObjectBackend(Protocol):

@@ -12,9 +12,8 @@ the streaming extractor needs.
 """
 
 import os
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -59,15 +58,16 @@ class S3Backend:
         if not self.bucket:
             raise StoreError(f"the store URL '{url}' names no bucket", fix="use s3://BUCKET/PREFIX.")
         self._client = self._make_client()
+        self._blob_client: Any = None
 
-    def _make_client(self) -> Any:
+    def _make_client(self, read_timeout: float = 60, retries: int = 3) -> Any:
         import boto3
         from botocore.config import Config
 
         config = Config(
-            retries={"max_attempts": 3, "mode": "standard"},
-            connect_timeout=5,
-            read_timeout=60,
+            retries={"total_max_attempts": retries, "mode": "standard"},
+            connect_timeout=min(5, read_timeout),
+            read_timeout=read_timeout,
             max_pool_connections=self.transfer.concurrency * 2,
             s3={"addressing_style": "path" if self.endpoint else "auto"},
             # We verify sha256 of every blob ourselves; extra checksum headers only trip up
@@ -140,33 +140,22 @@ class S3Backend:
         response = self._call(self._client.get_object, key)
         return response["Body"].read(), response["ETag"]
 
-    def _get_range(self, key: str, start: int, end: int) -> bytes:
-        response = self._call(self._client.get_object, key, Range=f"bytes={start}-{end - 1}")
-        data = response["Body"].read()
-        if len(data) != end - start:
-            raise StoreError(f"the store returned {len(data)} bytes for a {end - start}-byte range of {key}.")
-        return data
-
     def iter_chunks(self, key: str, size: int, progress: Progress | None) -> Iterator[bytes]:
-        """Ranged GETs, ``concurrency`` in flight, yielded strictly in order."""
-        step = self.transfer.range_size
-        ranges = iter((start, min(start + step, size)) for start in range(0, size, step))
-        with ThreadPoolExecutor(self.transfer.concurrency, thread_name_prefix="podenv-get") as pool:
-            in_flight: deque[Future[bytes]] = deque()
-            try:
-                for _ in range(self.transfer.concurrency * 2):
-                    if (span := next(ranges, None)) is not None:
-                        in_flight.append(pool.submit(self._get_range, key, *span))
-                while in_flight:
-                    chunk = in_flight.popleft().result()
-                    if (span := next(ranges, None)) is not None:
-                        in_flight.append(pool.submit(self._get_range, key, *span))
-                    if progress is not None:
-                        progress.update(len(chunk))
-                    yield chunk
-            finally:
-                for future in in_flight:
-                    future.cancel()
+        """Ranged GETs, ``concurrency`` in flight, yielded strictly in order, each bounded
+        and retried from its last good byte (podenv.store.ranged)."""
+        from podenv.store.ranged import RangedReader
+
+        if self._blob_client is None:
+            # Its own client: the short socket timeout is the stall detector of blob reads,
+            # and the reader does the retrying (from the last good byte, which botocore cannot).
+            self._blob_client = self._make_client(read_timeout=self.transfer.read_timeout, retries=1)
+        client = self._blob_client
+
+        def get_range(start: int, end: int) -> Any:
+            return client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
+
+        reader = RangedReader(get_range, f"{key} from {self._where()}", size, self.transfer, progress)
+        return reader.chunks()
 
     def put_bytes(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None

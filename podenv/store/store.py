@@ -108,11 +108,22 @@ class Store:
             )
         return existing is not None
 
-    def read_blob(self, digest: str, progress: Progress | None = None) -> Iterator[bytes]:
-        """The blob's bytes in order. Not verified here: the consumer hashes as it reads."""
+    def read_blob(
+        self, digest: str, progress: Progress | None = None, expected_size: int | None = None
+    ) -> Iterator[bytes]:
+        """The blob's bytes in order. Not verified here: the consumer hashes as it reads.
+
+        With ``expected_size`` (a manifest's declared size) a blob of any other size is
+        refused before a byte of it is read.
+        """
         size = self.blob_size(digest)
         if size is None:
             raise NotFoundError(f"blob {digest} does not exist in {self.url}.")
+        if expected_size is not None and size != expected_size:
+            raise IntegrityError(
+                f"the store's blob {digest} is {size} bytes but the release declares {expected_size}; "
+                "it was refused before download: publish the release again."
+            )
         if progress is not None and progress.total is None:
             progress.total = size
         return self.backend.iter_chunks(blob_key(digest), size, progress)
