@@ -10,10 +10,12 @@ connection):
 * ``kill``: every connection is reset and the proxy stops listening, as a server that is
   killed looks to its clients (connections reset, then refused).
 
-``injected`` counts the faults dealt, ``connections`` the connections accepted and
-``bytes_down`` the bytes forwarded from the server before any fault.
+``injected`` counts the faults dealt, ``connections`` the connections accepted,
+``bytes_down`` the bytes forwarded from the server before any fault, and ``ranges`` lists
+the byte ranges the client asked for (HTTP Range headers), in order.
 """
 
+import re
 import socket
 import struct
 import threading
@@ -22,6 +24,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 _BUFFER = 64 << 10
+_RANGE = re.compile(rb"\r\nrange: *bytes=(\d+)-(\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class FaultProxy:
         self.injected = 0
         self.connections = 0
         self.bytes_down = 0
+        self.ranges: list[tuple[int, int]] = []
         self._thread = threading.Thread(target=self._accept, name="fault-proxy", daemon=True)
 
     @property
@@ -110,12 +114,18 @@ class FaultProxy:
     def _pump_up(self, client: socket.socket, server: socket.socket) -> None:
         try:
             while data := client.recv(_BUFFER):
+                self._note_ranges(data)
                 server.sendall(data)
         except OSError:
             pass  # the client went away: close both
         _reset(server)
         _reset(client)
         self._forget(client, server)
+
+    def _note_ranges(self, request: bytes) -> None:
+        for match in _RANGE.finditer(request):
+            with self._lock:
+                self.ranges.append((int(match.group(1)), int(match.group(2))))
 
     def _take_fault(self) -> Fault | None:
         with self._lock:

@@ -17,6 +17,11 @@ from podenv.errors import StoreError
 from podenv.store import Store, TransferConfig, open_store
 
 BLOB_SIZE = 6 << 20
+# Short waits for the stall and trickle cases; generous ones where a busy test machine must
+# not be mistaken for a stall.
+RELAXED = TransferConfig(
+    range_size=2 << 20, concurrency=2, attempts=3, read_timeout=10, min_rate=1, deadline=60
+)
 FAST = TransferConfig(
     range_size=2 << 20, concurrency=2, attempts=3, read_timeout=1.0, min_rate=256 << 10, deadline=20
 )
@@ -39,7 +44,7 @@ def blob(s3_environment: dict[str, str], seaweed: SeaweedServer, tmp_path: Path)
     return url, upload.digest, data
 
 
-def _through(proxy: FaultProxy, url: str, transfer: TransferConfig = FAST) -> Store:
+def _through(proxy: FaultProxy, url: str, transfer: TransferConfig = RELAXED) -> Store:
     return open_store(url, endpoint_url=proxy.endpoint, transfer=transfer)
 
 
@@ -64,8 +69,13 @@ def test_a_dropped_connection_is_retried_from_the_last_good_byte(
 
     assert hashlib.sha256(received).digest() == hashlib.sha256(data).digest()
     assert proxy.injected == 1
-    # Resumed, not restarted: the megabyte before the drop was not fetched again.
-    assert proxy.bytes_down < BLOB_SIZE + (256 << 10), proxy.bytes_down
+    # Resumed, not restarted: the retry asked for the rest of its range, from the last byte
+    # that arrived, not for the range again.
+    step = RELAXED.range_size
+    resumed = [(start, end) for start, end in proxy.ranges if start % step]
+    assert len(resumed) == 1, proxy.ranges
+    start, end = resumed[0]
+    assert end == min(start - start % step + step, BLOB_SIZE) - 1
 
 
 def test_drops_on_every_connection_end_in_a_network_error_not_corruption(
@@ -89,7 +99,7 @@ def test_a_stalled_or_trickling_store_is_reported_within_the_bounds(
     kind: str, proxy: FaultProxy, blob: tuple[str, str, bytes]
 ) -> None:
     url, digest, _ = blob
-    store = _through(proxy, url)
+    store = _through(proxy, url, FAST)
     proxy.set_fault(Fault(kind, after=512 << 10, times=None, trickle_bytes=1024, trickle_interval=0.05))
 
     started = time.monotonic()
