@@ -8,7 +8,7 @@ from pathlib import Path
 from podenv import settings
 
 REPOSITORY = Path(__file__).parents[2]
-MENTION = re.compile(r"\bPODENV_[A-Z_]+\b")
+MENTION = re.compile(r"\bPODENV_[A-Z]+(?:_[A-Z]+)*")  # "PODENV_STORE_*" names PODENV_STORE
 
 
 def _python_files(*folders: str) -> list[Path]:
