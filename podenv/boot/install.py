@@ -14,6 +14,7 @@ from podenv.store import Store
 from podenv.volume import Lease, Volume, discard, held, layer_is_installed, publish_directory, write_marker
 
 _POLL = 0.25
+_VISIBILITY_GRACE = 3.0
 
 
 def _layer_source(
@@ -78,6 +79,19 @@ def _extract_layer(
             blob_partial.unlink(missing_ok=True)
 
 
+def _installed_within(volume: Volume, digest: str, grace: float) -> bool:
+    """Whether the layer is installed, looking again for ``grace`` seconds. On a network
+    filesystem another host's rename can reach this host after the removal of its lease
+    (`weed mount`: about a second): a waiter that took a just-released lease would otherwise
+    download the layer again, to lose the rename."""
+    deadline = time.monotonic() + grace
+    while not layer_is_installed(volume, digest):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL)
+    return True
+
+
 def install_layer(
     store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
 ) -> None:
@@ -103,7 +117,7 @@ def install_layer(
             )
         time.sleep(_POLL)
     with held(lease):
-        if layer_is_installed(volume, layer.digest):
+        if _installed_within(volume, layer.digest, _VISIBILITY_GRACE if waited else 0.0):
             # Found complete once the holder let go: we waited for it, it was not there before.
             report.layers[layer.name] = "waited" if waited else "present"
             return
