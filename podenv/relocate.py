@@ -6,19 +6,27 @@ placeholder for the build directory. Text files get the new prefix in place of t
 placeholder; binary files get conda's treatment: within each NUL-terminated string the
 placeholder is replaced and the string padded with NULs to its old length, so offsets in
 the binary stay valid (which is why the new prefix must not be longer than the placeholder).
+
+The list comes from the layer, which is untrusted input (its digest only proves it is what
+was published): every entry must name a regular file inside the prefix, reached through
+no symlink, or the layer is refused before any file is rewritten.
 """
 
 import json
 import os
 import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from podenv.errors import PodenvError
+from podenv.errors import PodenvError, UnsafeArchiveError
 
 RELOCATIONS_FILE = "conda-meta/podenv-relocations.json"
 _WORKERS = 16
+_MODES = ("text", "binary")
+# A real list has one short entry per file with a placeholder: tens of thousands at most.
+_LIST_LIMIT = 64 << 20
 
 
 class RelocationError(PodenvError):
@@ -32,12 +40,65 @@ class Relocation:
     mode: str
 
 
-def read_relocations(prefix: Path) -> list[Relocation]:
+def _refuse(what: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"the env layer's relocation list ({RELOCATIONS_FILE}) {what}; refusing to install it"
+    )
+
+
+def _read_list(prefix: Path) -> bytes | None:
     try:
-        document = json.loads((prefix / RELOCATIONS_FILE).read_text())
+        descriptor = os.open(prefix / RELOCATIONS_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
+        return None
+    except OSError:
+        raise _refuse("is not a regular file") from None
+    with os.fdopen(descriptor, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _refuse("is not a regular file")
+        if info.st_size > _LIST_LIMIT:
+            raise _refuse(f"is {info.st_size} bytes, over the {_LIST_LIMIT} a list may be")
+        return stream.read()
+
+
+def _check_entry(prefix: Path, entry: object) -> Relocation:
+    if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry)):
+        raise _refuse(f"has an entry that is not [path, placeholder, mode]: {str(entry)[:80]!r}")
+    path, placeholder, mode = entry
+    parts = path.split("/")
+    if not path or path.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise _refuse(f"names '{path[:200]}', which is not a plain path inside the env")
+    if mode not in _MODES or not placeholder:
+        raise _refuse(f"gives '{path[:200]}' mode '{mode[:20]}' or an empty placeholder")
+    # Every directory on the way and the file itself must be what they seem: no symlink
+    # may lead the rewrite elsewhere, and only a regular file is read (a fifo would hang).
+    current = prefix
+    for index, part in enumerate(parts):
+        current = current / part
+        try:
+            info = current.lstat()
+        except OSError:
+            raise _refuse(f"names '{path[:200]}', which the layer does not hold") from None
+        last = index == len(parts) - 1
+        if not (stat.S_ISREG(info.st_mode) if last else stat.S_ISDIR(info.st_mode)):
+            raise _refuse(f"names '{path[:200]}', which is not a regular file reached without links")
+    return Relocation(path, placeholder, mode)
+
+
+def read_relocations(prefix: Path) -> list[Relocation]:
+    """The env's relocation list, each entry checked; [] if the env has none."""
+    data = _read_list(prefix)
+    if data is None:
         return []
-    return [Relocation(*entry) for entry in document["prefixes"]]
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        raise _refuse("is not valid JSON") from None
+    entries = document.get("prefixes") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise _refuse("is not an object with a 'prefixes' list")
+    return [_check_entry(prefix, entry) for entry in entries]
 
 
 def _replace_binary(data: bytes, placeholder: bytes, new_prefix: bytes, path: str) -> bytes:
@@ -58,7 +119,8 @@ def _replace_binary(data: bytes, placeholder: bytes, new_prefix: bytes, path: st
 def relocate_file(prefix: Path, relocation: Relocation, new_prefix: str) -> bool:
     """Rewrite one file; returns whether it changed. Writes in place (the tree is private)."""
     path = prefix / relocation.path
-    data = path.read_bytes()
+    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as stream:
+        data = stream.read()
     placeholder = relocation.placeholder.encode()
     if placeholder not in data:
         return False

@@ -163,7 +163,11 @@ def layer_is_installed(volume: Volume, digest: str) -> bool:
 
 
 def write_marker(directory: Path, document: dict[str, Any], name: str = MARKER) -> None:
-    (directory / name).write_text(json.dumps(document, indent=1, sort_keys=True) + "\n")
+    """Create the marker; never through a link, never over something already there."""
+    data = (json.dumps(document, indent=1, sort_keys=True) + "\n").encode()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(directory / name, flags, 0o644), "wb") as stream:
+        stream.write(data)
 
 
 def publish_directory(staging: Path, final: Path) -> bool:

@@ -5,13 +5,26 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport
-from podenv.errors import BootError
+from podenv.errors import BootError, IntegrityError, UnsafeArchiveError
 from podenv.manifest import Layer
 from podenv.store import Store
-from podenv.volume import Lease, Volume, discard, held, layer_is_installed, publish_directory, write_marker
+from podenv.volume import (
+    MARKER,
+    Lease,
+    Volume,
+    discard,
+    held,
+    layer_is_installed,
+    publish_directory,
+    write_marker,
+)
+
+if TYPE_CHECKING:
+    from podenv.archive import ExtractResult
 
 _POLL = 0.25
 _VISIBILITY_GRACE = 3.0
@@ -29,7 +42,7 @@ def _layer_source(
         report.layers[layer.name] = "blob-cache"
         return read_file_chunks(cached), None
     progress = Progress(f"fetch {layer.name}", total=layer.size)
-    chunks = store.read_blob(layer.digest, progress)
+    chunks = store.read_blob(layer.digest, progress, expected_size=layer.size)
     if not keep_blobs:
         return chunks, None
     volume.blobs.mkdir(parents=True, exist_ok=True)
@@ -47,7 +60,6 @@ def _tee(chunks: Iterable[bytes], path: Path) -> Iterator[bytes]:
 def _extract_layer(
     store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
 ) -> None:
-    from podenv.archive import extract_stream
     from podenv.relocate import relocate
 
     final = volume.layer_dir(layer.digest)
@@ -55,11 +67,14 @@ def _extract_layer(
     target = staging / "layer"
     chunks, blob_partial = _layer_source(store, volume, layer, options.keep_blobs, report)
     try:
-        result = extract_stream(
-            chunks, target, expected_digest=layer.digest, label=f"layer {layer.name}", writers=options.writers
-        )
+        result = _extract_checked(chunks, target, layer, options, volume, report)
         if blob_partial is not None:
             blob_partial.replace(volume.blob_path(layer.digest))
+        if os.path.lexists(target / MARKER):
+            raise UnsafeArchiveError(
+                f"layer {layer.name} holds an entry named {MARKER}, podenv's own marker; "
+                "refusing to install it"
+            )
         if layer.kind == "env":
             relocate(target, str(final))
         marker = {"digest": layer.digest, "name": layer.name, "files": result.files}
@@ -74,6 +89,7 @@ def _extract_layer(
         report.bytes_written += result.bytes_written
         report.files += result.files
     finally:
+        getattr(chunks, "close", lambda: None)()  # stop a download still in flight
         discard(staging)
         if blob_partial is not None:
             blob_partial.unlink(missing_ok=True)
@@ -90,6 +106,33 @@ def _installed_within(volume: Volume, digest: str, grace: float) -> bool:
             return False
         time.sleep(_POLL)
     return True
+
+
+def _extract_checked(
+    chunks: Iterator[bytes],
+    target: Path,
+    layer: Layer,
+    options: BootOptions,
+    volume: Volume,
+    report: BootReport,
+) -> "ExtractResult":
+    """Extract within the manifest's declared bytes and files; a cached blob that fails its
+    digest is removed, so that the next boot fetches it again instead of failing for ever."""
+    from podenv.archive import Limits, extract_stream
+
+    try:
+        return extract_stream(
+            chunks,
+            target,
+            expected_digest=layer.digest,
+            label=f"layer {layer.name}",
+            writers=options.writers,
+            limits=Limits(bytes=layer.unpacked_size, files=layer.files),
+        )
+    except IntegrityError:
+        if report.layers.get(layer.name) == "blob-cache":
+            volume.blob_path(layer.digest).unlink(missing_ok=True)
+        raise
 
 
 def install_layer(

@@ -109,6 +109,33 @@ def publish_release(
     return Published(store_url, manifest, archives)
 
 
+def publish_archive(
+    store_url: str,
+    name: str,
+    version: str,
+    archive: Path,
+    declared: dict[str, int] | None = None,
+    channel: str | None = None,
+) -> Published:
+    """Publish one ready-made (possibly hostile) tar.zst as the env layer of a release, with the
+    digest and size it has and the unpacked bytes and files ``declared`` (default: 1 and 1)."""
+    from podenv.archive import ArchiveInfo
+    from podenv.digests import digest_file
+
+    store = open_store(store_url)
+    digest = digest_file(archive)
+    store.put_blob(archive, digest)
+    counts = {"unpacked_size": 1, "files": 1, **(declared or {})}
+    info = ArchiveInfo(digest, archive.stat().st_size, counts["unpacked_size"], counts["files"])
+    manifest = Manifest.from_document(
+        manifest_document(name, version, [layer_document(info, "env", "env", "env")])
+    )
+    store.put_release(name, version, manifest.canonical_bytes())
+    if channel is not None:
+        promote(store, name, version, channel)
+    return Published(store_url, manifest, {"env": archive})
+
+
 def write_small_env(directory: Path, version: str, files: int = 40) -> Path:
     """A tiny env: bin/hello prints its version, VERSION names it, a few data files."""
     (directory / "bin").mkdir(parents=True)
