@@ -173,9 +173,13 @@ def _write_probe(root: Path) -> None:
 
 def check_volume(findings: _Findings) -> CheckResult:
     from podenv.boot.space import space_free
+    from podenv.runpod.mount import FIX, missing_network_volume
     from podenv.volume import Volume
 
     root = findings.options.root
+    missing = missing_network_volume(root)
+    if missing:
+        return failed("volume", missing, FIX)
     created = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)

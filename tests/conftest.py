@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from devkit.seaweed import SeaweedServer
+from podenv.runpod.mount import RUNPOD_MARKERS
 from podenv.store import Store, TransferConfig, open_store
+
+# The tests boot onto volume directories on the local disk, also when they run on a RunPod
+# machine; the rule that RunPod needs a network volume has its own tests (test_runpod_volume).
+for _name in RUNPOD_MARKERS:
+    os.environ.pop(_name, None)
 
 
 def _has_nvidia_gpu() -> bool:

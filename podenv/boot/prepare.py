@@ -98,8 +98,13 @@ def _warm_or_target(
 
 def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
     """Make the asked-for release ready on the volume (warm or cold), recording how in ``report``."""
+    from podenv.runpod.mount import FIX, missing_network_volume
+
     started = since = time.monotonic()
     check_names(options)
+    missing = missing_network_volume(options.root)
+    if missing:
+        raise BootError(f"{missing}; {FIX}.")
     volume = Volume(options.root)
     volume.make_dirs()
     marker, target = _warm_or_target(options, volume, report)
