@@ -1,11 +1,14 @@
 import json
 from pathlib import Path
 
-from snakemake.utils import validate
-
+from podenv.buildconfig import check_build_config
 from podenv.envspec import load_env_spec
+from podenv.errors import PodenvError
 
-validate(config, "../config/schema.yaml")
+try:
+    check_build_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+except PodenvError as error:
+    raise SystemExit(f"podenv: error: {error}") from None
 
 # Rules run `python` from the active environment (the build venv, or the rule's conda
 # env under --use-conda) with this checkout's podenv package.

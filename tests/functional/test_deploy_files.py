@@ -2,6 +2,7 @@
 RunPod template, checked with the linters the project pins (hadolint, actionlint, zizmor)
 and against what podenv really reads."""
 
+import json
 import os
 import re
 import subprocess
@@ -176,3 +177,57 @@ def test_credentials_in_the_deploy_files_are_runpod_secret_references() -> None:
     for name, value in _deploy_environment().items():
         if name.startswith(("AWS_", "BUCKET_")):
             assert re.fullmatch(r"\{\{ RUNPOD_SECRET_[a-z0-9_]+ \}\}", value), name
+
+
+# What the workflows do, beyond the linters
+
+
+def _workflow(name: str) -> dict:
+    import yaml
+
+    document = yaml.safe_load((REPOSITORY / ".github" / "workflows" / name).read_text())
+    document["on"] = document.pop(True, document.get("on"))  # YAML 1.1 reads `on` as true
+    return document
+
+
+def _step_index(steps: list[dict], predicate) -> int:
+    return next(index for index, step in enumerate(steps) if predicate(step))
+
+
+def test_build_env_checks_secrets_and_disk_before_it_installs_anything() -> None:
+    steps = _workflow("build-env.yml")["jobs"]["build"]["steps"]
+    preflight = _step_index(steps, lambda step: "build_preflight.py" in step.get("run", ""))
+    first_install = _step_index(steps, lambda step: "setup-uv" in step.get("uses", ""))
+    build = steps[_step_index(steps, lambda step: "snakemake" in step.get("run", ""))]
+
+    assert preflight < first_install
+    assert {"PODENV_STORE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(steps[preflight]["env"])
+    assert '--configfile "$RUNNER_TEMP/build-config.json"' in build["run"]
+    assert "--config " not in build["run"], "inputs go through the preflight's JSON, as strings"
+    assert "ubuntu-latest" not in json.dumps(steps), "no step depends on the runner's label"
+
+
+def test_build_env_installs_pinned_pixi_only_when_the_lock_is_missing() -> None:
+    steps = _workflow("build-env.yml")["jobs"]["build"]["steps"]
+    pixi = steps[_step_index(steps, lambda step: "setup-pixi" in step.get("uses", ""))]
+
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", pixi["with"]["pixi-version"])
+    assert pixi["if"] == "steps.lock.outputs.missing == 'true'"
+    assert pixi["with"]["run-install"] is False
+
+
+def test_a_failed_rule_prints_its_log() -> None:
+    import yaml
+
+    profile = yaml.safe_load((REPOSITORY / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["show-failed-logs"] is True
+
+
+def test_the_image_workflow_runs_by_hand_and_builds_for_amd64() -> None:
+    workflow = _workflow("image.yml")
+    build = next(
+        step for step in workflow["jobs"]["image"]["steps"] if "build-push-action" in step.get("uses", "")
+    )
+
+    assert "workflow_dispatch" in workflow["on"]
+    assert build["with"]["platforms"] == "linux/amd64"
