@@ -12,8 +12,6 @@ rule install_env:
         spec=spec_path_of,
         settings=env_install_settings,
         cache=CACHE,
-    message:
-        "install env {wildcards.name} exactly as pixi.lock pins it"
     shell:
         "{params.podenv} env install {params.spec} --lock {input.lock}"
         " --prefix {output.prefix} --cache {params.cache} > {log} 2>&1"
@@ -31,8 +29,6 @@ rule pack_env:
         BUILD_TOOLS
     params:
         podenv=PODENV,
-    message:
-        "pack env {wildcards.name} into a layer"
     shell:
         "{params.podenv} env pack {input.prefix} --output {output.archive} --info {output.info} > {log} 2>&1"
 

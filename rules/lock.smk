@@ -11,7 +11,5 @@ rule lock:
         BUILD_TOOLS
     params:
         podenv=PODENV,
-    message:
-        "lock pixi.toml with pixi (only because pixi.lock is missing)"
     shell:
         "{params.podenv} lock --manifest {input.manifest} > {log} 2>&1"

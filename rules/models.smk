@@ -12,8 +12,6 @@ rule build_model:
         podenv=PODENV,
         spec=spec_path_of,
         settings=model_settings,
-    message:
-        "build the layer of model {wildcards.model} of env {wildcards.name}"
     shell:
         "{params.podenv} model build {params.spec} {wildcards.model} --output {output.archive}"
         " --info {output.info} > {log} 2>&1"

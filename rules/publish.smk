@@ -12,8 +12,6 @@ rule publish_release:
         podenv=PODENV,
         store=store_url(),
         channel=config["channel"],
-    message:
-        "publish env {wildcards.name} to the store"
     shell:
         "{params.podenv} publish {input.release} --layers {input.layers} --store {params.store}"
         " --channel '{params.channel}' --receipt {output.receipt} > {log} 2>&1"

@@ -12,8 +12,6 @@ rule make_release:
     params:
         podenv=PODENV,
         version=release_version,
-    message:
-        "make the release manifest of env {wildcards.name}"
     shell:
         "{params.podenv} release {input.spec} --lock {input.lock} --layers {input.layers}"
         " --version {params.version} --output {output} > {log} 2>&1"
