@@ -5,6 +5,7 @@ code that says which kind of error it was (see podenv.errors).
 """
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from podenv import __version__
 from podenv.cli_store import add_store_option, open_store_of
-from podenv.errors import PodenvError
+from podenv.errors import PodenvError, from_os_error
 from podenv.log import LOG_FORMATS, configure, get_logger
 from podenv.progress import Progress, human_bytes
 
@@ -227,6 +228,11 @@ def _split_exec(argv: list[str]) -> tuple[list[str], list[str] | None]:
     return argv[:index], command[1:] if command[:1] == ["--"] else command
 
 
+def _fail(error: PodenvError) -> int:
+    print(f"podenv: error: {error}", file=sys.stderr)
+    return error.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options, exec_argv = _split_exec(list(sys.argv[1:] if argv is None else argv))
     arguments = build_parser().parse_args(options)
@@ -236,9 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = arguments.run
     try:
         return run(arguments)
+    except BrokenPipeError:
+        # The reader stopped reading (`podenv status | head`): nothing more to say to it.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as error:
+        return _fail(from_os_error(error, f"podenv {arguments.command}"))
     except PodenvError as error:
-        print(f"podenv: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return _fail(error)
     except KeyboardInterrupt:
         print("podenv: interrupted.", file=sys.stderr)
         return 130

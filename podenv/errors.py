@@ -9,7 +9,17 @@ Every exit code podenv returns is in `EXIT_CODES` (the README's table is
 `exit_code_table()`; a test keeps them equal). A new kind of error takes the next code here.
 """
 
+import errno
+import re
 from dataclasses import dataclass
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters escaped: a value read from a store, a volume or a
+    command line (a name with a newline) cannot split a message or forge a log line."""
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
 class PodenvError(Exception):
@@ -18,9 +28,9 @@ class PodenvError(Exception):
     exit_code = 1
 
     def __init__(self, what: str, fix: str | None = None) -> None:
-        self.what = what
-        self.fix = fix
-        super().__init__(what if fix is None else f"{what}; {fix}")
+        self.what = one_line(what)
+        self.fix = None if fix is None else one_line(fix)
+        super().__init__(self.what if self.fix is None else f"{self.what}; {self.fix}")
 
 
 class StoreError(PodenvError):
@@ -81,6 +91,25 @@ class DeployError(PodenvError):
     """`podenv deploy` cannot bring RunPod to the deploy file: a bad file or image, or RunPod refused."""
 
     exit_code = 12
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def from_os_error(error: OSError, doing: str, kind: type[PodenvError] | None = None) -> PodenvError:
+    """The one sentence, as a ``kind`` error, for an OS error met while ``doing`` something
+    (e.g. "boot of demo"): every command ends an OS error here instead of in a traceback."""
+    where = f" ({error.filename})" if error.filename else ""
+    reason = error.strerror or type(error).__name__
+    kind = kind or PodenvError
+    if error.errno in _FULL:
+        return kind(
+            f"{doing} failed: the disk is full{where}", fix="free space (`podenv gc`) or grow the volume."
+        )
+    if error.errno in _DENIED:
+        return kind(f"{doing} failed: {reason}{where}", fix="give podenv a writable PODENV_ROOT.")
+    return kind(f"{doing} failed: {reason}{where}")
 
 
 @dataclass(frozen=True)

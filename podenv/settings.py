@@ -52,6 +52,21 @@ ALLOW_NO_VOLUME = Setting(
     "`1`: boot even when no network volume is mounted (`podenv deploy` sets it)",
     "boot",
 )
+STORE_ATTEMPTS = Setting(
+    "PODENV_STORE_ATTEMPTS", "4", "tries per range of a blob read, each resuming at the last good byte", "cli"
+)
+STORE_READ_TIMEOUT = Setting(
+    "PODENV_STORE_READ_TIMEOUT", "15", "seconds a read from the store may wait for a byte (a stall)", "cli"
+)
+STORE_MIN_RATE = Setting(
+    "PODENV_STORE_MIN_RATE",
+    "65536",
+    "bytes/s a range must average over the read timeout, or it is a trickle and is retried",
+    "cli",
+)
+STORE_DEADLINE = Setting(
+    "PODENV_STORE_DEADLINE", "300", "seconds a whole blob may take to arrive from the store", "cli"
+)
 LOG_FORMAT = Setting(
     "PODENV_LOG_FORMAT", "text", "`text` or `json` (JSON lines), for podenv and the worker", "cli"
 )
@@ -86,6 +101,10 @@ SETTINGS: tuple[Setting, ...] = (
     WRITERS,
     PLACEMENT,
     ALLOW_NO_VOLUME,
+    STORE_ATTEMPTS,
+    STORE_READ_TIMEOUT,
+    STORE_MIN_RATE,
+    STORE_DEADLINE,
     LOG_FORMAT,
     ACTOR,
     RELEASE,

@@ -6,10 +6,12 @@ the exact version the caller read; both raise PreconditionFailed otherwise.
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from podenv import settings
+from podenv.errors import PodenvError
 from podenv.progress import Progress
 
 
@@ -38,10 +40,24 @@ class TransferConfig:
     part_size: int = 16 << 20
     range_size: int = 8 << 20
     concurrency: int = 8
-    attempts: int = 4
-    read_timeout: float = 15.0
-    min_rate: int = 64 << 10
-    deadline: float = 300.0
+    attempts: int = field(default_factory=lambda: _number(settings.STORE_ATTEMPTS, int))
+    read_timeout: float = field(default_factory=lambda: _number(settings.STORE_READ_TIMEOUT, float))
+    min_rate: int = field(default_factory=lambda: _number(settings.STORE_MIN_RATE, int))
+    deadline: float = field(default_factory=lambda: _number(settings.STORE_DEADLINE, float))
+
+
+def _number(setting: settings.Setting, kind: type[int] | type[float]) -> Any:
+    value = setting.read() or ""
+    try:
+        number = kind(value)
+    except ValueError:
+        number = 0
+    if number <= 0:
+        raise PodenvError(
+            f"{setting.name} is '{value[:40]}', not a positive number",
+            fix="unset it or set a number above 0.",
+        )
+    return number
 
 
 class ObjectBackend(Protocol):

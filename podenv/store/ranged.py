@@ -146,11 +146,13 @@ class RangedReader:
         what = tries[-1]
         repeated = f" ({len(tries)} tries)" if len(tries) > 1 and len(set(tries)) == 1 else ""
         if len(set(tries)) > 1:
-            what = "; then ".join(dict.fromkeys(tries))
+            what = ", then ".join(dict.fromkeys(tries))
+        arrived = f"{human_bytes(len(span.data))} of the {human_bytes(span.wanted)} range had arrived"
         return StoreError(
             f"reading {self._describe} (bytes {span.start}-{span.end - 1}) failed: the store {what}"
-            f"{repeated}; {human_bytes(len(span.data))} of the {human_bytes(span.wanted)} range had arrived. "
-            "Check the network to the store (PODENV_STORE_* settings bound the waits)."
+            f"{repeated}, when {arrived}",
+            fix="check the network to the store (PODENV_STORE_READ_TIMEOUT and PODENV_STORE_DEADLINE "
+            "bound the waits).",
         )
 
     def _try_once(self, span: _Range) -> None:
