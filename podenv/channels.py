@@ -47,12 +47,16 @@ def read_pointer(store: Store, name: str, channel: str) -> tuple[dict[str, Any] 
 
 
 def promote(store: Store, name: str, version: str, channel: str) -> dict[str, Any]:
-    """Point ``channel`` at ``version`` by compare-and-swap; returns the new pointer."""
+    """Point ``channel`` at ``version`` by compare-and-swap; returns the new pointer, or the
+    current one unchanged if it points at that release already."""
     check_name("channel", channel)
     digest = store.release_digest(name, version)
     old, current = read_pointer(store, name, channel)
     if old is not None:
         _ensure_recorded(store, old)
+        if (old["version"], old["digest"]) == (version, digest):
+            # Not a move (a re-run publish): recording one would make `rollback` go nowhere.
+            return old
     pointer = {
         "name": name,
         "channel": channel,

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,13 @@ _log = get_logger("boot")
 
 def run_boot(arguments: argparse.Namespace) -> int:
     from podenv.boot import BootOptions, BootReport, exec_into, prepare, summary_line, write_report
-    from podenv.errors import BootError, PodenvError
+    from podenv.boot.report import reserve_report
+    from podenv.errors import BootError, PodenvError, from_os_error
 
     if not arguments.env:
         raise BootError(f"no env given: set {settings.ENV.name} (or --env) to the env to boot.")
+    if arguments.exec_argv is not None and not arguments.exec_argv:
+        raise BootError("--exec names no command", fix="write the command after it: --exec -- CMD ARGS.")
     options = BootOptions(
         **_release_options(arguments),
         keep_blobs=arguments.keep_blobs,
@@ -24,13 +28,23 @@ def run_boot(arguments: argparse.Namespace) -> int:
         writers=arguments.writers,
     )
     report = BootReport(env=arguments.env)
+    reserved = False
     try:
+        reserve_report(options.root, report)
+        reserved = True
         ready = prepare(options, report)
-    except PodenvError as error:
-        report.error = str(error)
-        if options.root.is_dir():
-            write_report(options.root, report)
-        raise
+    except (PodenvError, OSError) as error:
+        # The one error path of a boot: one sentence, and the report says it too.
+        failure = (
+            error
+            if isinstance(error, PodenvError)
+            else from_os_error(error, f"boot of {options.env}", BootError)
+        )
+        report.error = str(failure)
+        if reserved:
+            with suppress(OSError):
+                write_report(options.root, report)
+        raise failure from None
     report_path = write_report(options.root, report)
     _log.info(summary_line(report), extra={"fields": {**report.to_json(), "report": str(report_path)}})
     if arguments.exec_argv:
@@ -85,10 +99,29 @@ def _release_options(arguments: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _not_empty(text: str) -> str:
+    """An option's value: an empty one (``--root ""``) would mean "here" or "whatever is default"."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _size(text: str) -> int:
+    from podenv.progress import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _add_root(parser: argparse.ArgumentParser) -> None:
     root = settings.ROOT
     parser.add_argument(
-        "--root", default=root.read(), help=f"{root.meaning} (${root.name}, default {root.default})"
+        "--root",
+        type=_not_empty,
+        default=root.read(),
+        help=f"{root.meaning} (${root.name}, default {root.default})",
     )
 
 
@@ -109,9 +142,14 @@ def _add_release_choice(parser: argparse.ArgumentParser) -> None:
     ):
         default = f", default {setting.default}" if setting.default else ""
         parser.add_argument(
-            option, default=setting.read(), help=f"{setting.meaning} (${setting.name}{default})"
+            option,
+            type=_not_empty,
+            default=setting.read(),
+            help=f"{setting.meaning} (${setting.name}{default})",
         )
-    parser.add_argument("--quota", type=int, default=None, help="bytes podenv may use on the volume")
+    parser.add_argument(
+        "--quota", type=_size, default=None, help="what podenv may use on the volume: bytes, or 10G, 500M"
+    )
     _add_root(parser)
 
 

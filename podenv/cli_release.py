@@ -5,13 +5,19 @@ import json
 from typing import Any
 
 from podenv.cli_store import add_store_option, open_store_of
+from podenv.errors import NotFoundError
 from podenv.progress import human_bytes
 
 
 def run_releases(arguments: argparse.Namespace) -> int:
     from podenv.catalog import list_releases
 
-    rows = list_releases(open_store_of(arguments), arguments.name)
+    store = open_store_of(arguments)
+    rows = list_releases(store, arguments.name)
+    if not rows:
+        raise NotFoundError(
+            f"{arguments.name} has no releases in {store.url}", fix="check the env name and the store."
+        )
     if arguments.json:
         print(json.dumps([row.__dict__ for row in rows], indent=1))
         return 0
@@ -44,9 +50,14 @@ def run_show(arguments: argparse.Namespace) -> int:
 
 
 def run_promote(arguments: argparse.Namespace) -> int:
-    from podenv.channels import promote
+    from podenv.channels import promote, read_pointer
 
-    pointer = promote(open_store_of(arguments), arguments.name, arguments.version, arguments.channel)
+    store = open_store_of(arguments)
+    before, _ = read_pointer(store, arguments.name, arguments.channel)
+    pointer = promote(store, arguments.name, arguments.version, arguments.channel)
+    if pointer == before:
+        print(f"{arguments.channel}: already at {pointer['version']} ({pointer['digest']}); nothing moved")
+        return 0
     previous = (pointer["previous"] or {}).get("version", "nothing")
     print(f"{arguments.channel}: {previous} -> {pointer['version']} ({pointer['digest']})")
     return 0
@@ -89,7 +100,14 @@ def run_diff(arguments: argparse.Namespace) -> int:
 def run_history(arguments: argparse.Namespace) -> int:
     from podenv.channels import history
 
-    for entry in history(open_store_of(arguments), arguments.name, arguments.channel):
+    store = open_store_of(arguments)
+    entries = history(store, arguments.name, arguments.channel)
+    if not entries:
+        raise NotFoundError(
+            f"channel {arguments.channel} of {arguments.name} does not exist in {store.url}",
+            fix=f"list the channels with `podenv releases {arguments.name}`.",
+        )
+    for entry in entries:
         source = (entry["from"] or {}).get("version", "-")
         print(f"{entry['sequence']:>4} {entry['at']} {source} -> {entry['to']['version']} by {entry['by']}")
     return 0

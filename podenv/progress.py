@@ -17,6 +17,22 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(text: str) -> int:
+    """A size as people write it: 1073741824, 10G, 10GiB, 512M, 1.5T (powers of 1024)."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (value[:-1], value[-1]) if value[-1:] in _UNITS else (value, "")
+    try:
+        size = float(number) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"'{text}' is not a size; write bytes or a number with K, M, G or T") from None
+    if size < 0 or size != size:
+        raise ValueError(f"'{text}' is not a size; write bytes or a number with K, M, G or T")
+    return int(size)
+
+
 @dataclass(frozen=True)
 class ProgressSummary:
     label: str

@@ -117,37 +117,18 @@ def clear_stale_in_use(volume: Volume, timeout: float) -> None:
 def hold_in_use(volume: Volume, name: str, version: str, heartbeat: float) -> Path:
     """Mark ``name version`` as used by this process for as long as it (or what it execs) lives.
 
-    A forked child touches the file every ``heartbeat`` seconds while its parent lives, and
-    removes it when the parent is gone: it survives the parent's exec into the worker, which
-    needs to know nothing of it. `podenv gc` keeps a release with a fresh in-use file.
+    A heartbeat process (podenv.heartbeat) touches the file every ``heartbeat`` seconds while
+    this process lives, and removes it when it is gone: it survives this process's exec into
+    the worker, which needs to know nothing of it. `podenv gc` keeps a release with a fresh
+    in-use file.
     """
+    from podenv import heartbeat as beating
+
     path = volume.in_use / name / version / f"{socket.gethostname()}.{os.getpid()}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
-    parent = os.getpid()
-    if os.fork() != 0:
-        return path
-    try:
-        _heartbeat_while_alive(path, parent, heartbeat)
-    finally:
-        os._exit(0)
-
-
-def _heartbeat_while_alive(path: Path, parent: int, heartbeat: float) -> None:
-    # Hold none of the parent's pipes or files open: whoever reads the worker's output must
-    # see it end when the worker ends.
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for descriptor in (0, 1, 2):
-        os.dup2(devnull, descriptor)
-    os.closerange(3, 1 << 16)
-    last = time.monotonic()
-    while os.getppid() == parent:
-        time.sleep(min(1.0, heartbeat))
-        if time.monotonic() - last >= heartbeat:
-            with suppress(OSError):
-                os.utime(path)
-            last = time.monotonic()
-    path.unlink(missing_ok=True)
+    beating.start(path, os.getpid(), heartbeat)
+    return path
 
 
 def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:

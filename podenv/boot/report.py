@@ -49,12 +49,39 @@ class BootReport:
         return document
 
 
-def write_report(volume_root: Path, report: BootReport) -> Path:
-    reports = Volume(volume_root).reports
-    reports.mkdir(parents=True, exist_ok=True)
+# Room taken for a boot's report before the boot writes anything else: a boot that fills
+# the disk still has somewhere to say so. JSON allows the spaces that pad it.
+REPORT_RESERVE = 16 << 10
+# Reports kept on the volume; older ones are removed as new ones are reserved.
+REPORTS_KEPT = 200
+
+
+def _report_path(volume_root: Path, report: BootReport) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(report.started))
-    path = reports / f"{stamp}-{socket.gethostname()}-{os.getpid()}.json"
-    path.write_text(json.dumps(report.to_json(), indent=1, sort_keys=True) + "\n")
+    return Volume(volume_root).reports / f"{stamp}-{socket.gethostname()}-{os.getpid()}.json"
+
+
+def reserve_report(volume_root: Path, report: BootReport) -> Path:
+    """Create the boot's report file, padded to REPORT_RESERVE, and prune the oldest reports."""
+    path = _report_path(volume_root, report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b" " * REPORT_RESERVE)
+    reports = sorted(path.parent.glob("*.json"), key=lambda found: found.name, reverse=True)
+    for old in reports[REPORTS_KEPT:]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def write_report(volume_root: Path, report: BootReport) -> Path:
+    """Write the report over its reserved room (no new blocks needed while it fits)."""
+    path = _report_path(volume_root, report)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(report.to_json(), indent=1, sort_keys=True) + "\n").encode()
+    with open(path, "r+b" if path.exists() else "wb") as stream:
+        stream.write(data)
+        reserved = stream.seek(0, os.SEEK_END)
+        stream.seek(len(data))
+        stream.write(b" " * max(reserved - len(data), 0))
     return path
 
 
