@@ -14,7 +14,7 @@ _log = get_logger("boot")
 
 def run_boot(arguments: argparse.Namespace) -> int:
     from podenv.boot import BootOptions, BootReport, exec_into, prepare, summary_line, write_report
-    from podenv.boot.report import reserve_report
+    from podenv.boot.report import report_path
     from podenv.errors import BootError, PodenvError, from_os_error
 
     if not arguments.env:
@@ -28,10 +28,7 @@ def run_boot(arguments: argparse.Namespace) -> int:
         writers=arguments.writers,
     )
     report = BootReport(env=arguments.env)
-    reserved = False
     try:
-        reserve_report(options.root, report)
-        reserved = True
         ready = prepare(options, report)
     except (PodenvError, OSError) as error:
         # The one error path of a boot: one sentence, and the report says it too.
@@ -41,7 +38,7 @@ def run_boot(arguments: argparse.Namespace) -> int:
             else from_os_error(error, f"boot of {options.env}", BootError)
         )
         report.error = str(failure)
-        if reserved:
+        if report_path(options.root, report).exists():  # reserved once the volume was there
             with suppress(OSError):
                 write_report(options.root, report)
         raise failure from None

@@ -6,7 +6,7 @@ from typing import Any
 
 from podenv.boot.install import install_layer
 from podenv.boot.options import BootOptions
-from podenv.boot.report import BootReport, ReadyRelease
+from podenv.boot.report import BootReport, ReadyRelease, reserve_report
 from podenv.boot.space import check_space
 from podenv.boot.views import build_view
 from podenv.boot.warm import local_release, pinned_warm
@@ -107,6 +107,7 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
         raise BootError(f"{missing}; {FIX}.")
     volume = Volume(options.root)
     volume.make_dirs()
+    reserve_report(options.root, report)  # a boot that fills the disk can still report it
     marker, target = _warm_or_target(options, volume, report)
     report.warm = marker is not None
     if marker is None:

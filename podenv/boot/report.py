@@ -56,14 +56,14 @@ REPORT_RESERVE = 16 << 10
 REPORTS_KEPT = 200
 
 
-def _report_path(volume_root: Path, report: BootReport) -> Path:
+def report_path(volume_root: Path, report: BootReport) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(report.started))
     return Volume(volume_root).reports / f"{stamp}-{socket.gethostname()}-{os.getpid()}.json"
 
 
 def reserve_report(volume_root: Path, report: BootReport) -> Path:
     """Create the boot's report file, padded to REPORT_RESERVE, and prune the oldest reports."""
-    path = _report_path(volume_root, report)
+    path = report_path(volume_root, report)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b" " * REPORT_RESERVE)
     reports = sorted(path.parent.glob("*.json"), key=lambda found: found.name, reverse=True)
@@ -74,7 +74,7 @@ def reserve_report(volume_root: Path, report: BootReport) -> Path:
 
 def write_report(volume_root: Path, report: BootReport) -> Path:
     """Write the report over its reserved room (no new blocks needed while it fits)."""
-    path = _report_path(volume_root, report)
+    path = report_path(volume_root, report)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(report.to_json(), indent=1, sort_keys=True) + "\n").encode()
     with open(path, "r+b" if path.exists() else "wb") as stream:
