@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_build.register(commands)
     cli_boot.register(commands)
     cli_deploy.register(commands)
+    cli_deploy.register_warm(commands)
     cli_init.register(commands)
     cli_release.register(commands)
 

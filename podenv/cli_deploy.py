@@ -75,7 +75,13 @@ def run_deploy(arguments: argparse.Namespace) -> int:
     image = _image(arguments, spec)
     manifest = _release(arguments, spec)
     session = _session(arguments)
-    result = deploy(spec, manifest, image, session)
+    warm_first = None
+    if arguments.warm and not arguments.dry_run:
+
+        def warm_first(pairs: list[tuple[str, str]]) -> None:
+            warm_volumes(arguments, spec, manifest, pairs)
+
+    result = deploy(spec, manifest, image, session, before_endpoint=warm_first)
     sizes = result.sizes
     _log.info(
         f"{spec.env} {manifest.version}: container disk {sizes.container_disk_gb} GB, volumes "
@@ -120,4 +126,112 @@ def register(commands: Any) -> None:
     deploy.add_argument(
         "--api-url", default=DEFAULT_API_URL, help=f"RunPod's REST API (default {DEFAULT_API_URL})"
     )
+    deploy.add_argument(
+        "--warm",
+        action="store_true",
+        help="warm every volume with the release (podenv warm) before the endpoint moves",
+    )
+    _add_s3_endpoint(deploy)
     deploy.set_defaults(run=run_deploy)
+
+
+# podenv warm
+
+
+def _volume_targets(arguments: argparse.Namespace, spec: Any, pairs: list[tuple[str, str]] | None):
+    """(datacenter, volume id, endpoint URL) of each volume: ids from the file or RunPod's API."""
+    from podenv.runpod.deploy import DeployError, Session, ensure_volume
+    from podenv.runpod.sizing import sizes_for
+    from podenv.runpod.warm import ENDPOINT_TEMPLATE, VolumeTarget
+
+    overrides = dict(item.split("=", 1) for item in arguments.s3_endpoint or [])
+    if pairs is None:
+        if not spec.volumes:
+            raise DeployError(f"{spec.path} lists no volumes to warm.")
+        session = Session(_api(arguments), dry_run=True) if any(v.id is None for v in spec.volumes) else None
+        listed: list[Any] | None = None
+
+        def volumes() -> list[Any]:
+            nonlocal listed
+            listed = listed if listed is not None else session.listed("/v2/network-volumes", "networkVolumes")
+            return listed
+
+        sizes = sizes_for(arguments.manifest, spec["placement"], True)
+        pairs = [
+            (volume.datacenter, volume.id or ensure_volume(session, spec, volume, sizes, volumes))
+            for volume in spec.volumes
+        ]
+        if session is not None and session.calls:
+            raise DeployError("a volume of the deploy file does not exist yet: run `podenv deploy` first.")
+    return [
+        VolumeTarget(dc, volume_id, overrides.get(dc) or ENDPOINT_TEMPLATE.format(dc.lower()))
+        for dc, volume_id in pairs
+    ]
+
+
+def _api(arguments: argparse.Namespace):
+    from podenv.runpod.api import RunPodAPI
+    from podenv.runpod.deploy import DeployError
+
+    key = os.environ.get("RUNPOD_API_KEY")
+    if not key:
+        raise DeployError(
+            "RUNPOD_API_KEY is not set; it finds volumes by name (or give their ids in the file)."
+        )
+    return RunPodAPI(key, arguments.api_url)
+
+
+def warm_volumes(arguments: argparse.Namespace, spec: Any, manifest: Any, pairs=None) -> None:
+    from podenv.runpod.deploy import DeployError
+    from podenv.runpod.warm import warm
+    from podenv.store import open_store
+
+    access, secret = os.environ.get("RUNPOD_S3_ACCESS_KEY"), os.environ.get("RUNPOD_S3_SECRET_KEY")
+    if not access or not secret:
+        raise DeployError(
+            "RUNPOD_S3_ACCESS_KEY and RUNPOD_S3_SECRET_KEY are not set: warming uses an S3 API key "
+            "(RunPod console, Settings, S3 API Keys), not the RunPod API key."
+        )
+    arguments.manifest = manifest
+    targets = _volume_targets(arguments, spec, pairs)
+    store = open_store(arguments.store or spec["store"])
+    for result in warm(store, manifest, targets, access, secret):
+        _log.info(
+            f"warmed {result.datacenter} volume {result.volume_id} with {manifest.name} {manifest.version}: "
+            f"{len(result.uploaded)} blobs uploaded and verified, {len(result.present)} already there",
+            extra={"fields": result.__dict__},
+        )
+
+
+def run_warm(arguments: argparse.Namespace) -> int:
+    from podenv.catalog import load_release
+    from podenv.deployfile import load_deploy_file
+    from podenv.store import open_store
+
+    spec = load_deploy_file(Path(arguments.volumes))
+    manifest = load_release(open_store(arguments.store or spec["store"]), spec.env, arguments.release)
+    warm_volumes(arguments, spec, manifest)
+    return 0
+
+
+def register_warm(commands: Any) -> None:
+    from podenv.runpod.api import DEFAULT_API_URL
+
+    warm = commands.add_parser(
+        "warm", help="put a release into each datacenter's network volume (RunPod's S3 volume API)"
+    )
+    warm.add_argument("release", help="the version of the deploy file's env")
+    warm.add_argument("--volumes", required=True, metavar="FILE", help="deploy/<endpoint>.yaml")
+    warm.add_argument("--store", help="read the release from here (default: the deploy file's store)")
+    _add_s3_endpoint(warm)
+    warm.add_argument("--api-url", default=DEFAULT_API_URL, help=argparse.SUPPRESS)
+    warm.set_defaults(run=run_warm)
+
+
+def _add_s3_endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--s3-endpoint",
+        action="append",
+        metavar="DATACENTER=URL",
+        help="a datacenter's volume API (default https://s3api-<datacenter>.runpod.io/); repeatable",
+    )

@@ -8,6 +8,8 @@
     <root>/blobs/<hex>                   compressed layers kept for other workers (--keep-blobs)
     <root>/boot-reports/                 one JSON per boot
     <root>/channels/<name>/<channel>.json   the last channel pointer seen, for offline boots
+    <root>/manifests/<name>/<version>.json  a release manifest `podenv warm` put there (used
+                                         only when its bytes have the pinned digest)
 
 Correctness never rests on a lease (flock lies on some network filesystems, and a lease
 can go stale): everything is built in a private staging directory and appears by one
@@ -78,6 +80,9 @@ class Volume:
 
     def channel_cache(self, name: str, channel: str) -> Path:
         return self.root / "channels" / name / f"{channel}.json"
+
+    def manifest_path(self, name: str, version: str) -> Path:
+        return self.root / "manifests" / name / f"{version}.json"
 
     def blob_path(self, digest: str) -> Path:
         return self.blobs / digest_hex(digest)

@@ -9,7 +9,7 @@ from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport, ReadyRelease, reserve_report
 from podenv.boot.space import check_space
 from podenv.boot.views import build_view
-from podenv.boot.warm import local_release, pinned_warm
+from podenv.boot.warm import local_release, pinned_warm, warmed_manifest
 from podenv.errors import BootError, StoreError
 from podenv.log import get_logger
 from podenv.resolve import Target, channel_target, check_names, load_manifest, pinned_target
@@ -56,8 +56,10 @@ def _install_release(options: BootOptions, volume: Volume, target: Target, repor
     from podenv.gpu import check_driver, driver_cuda_version
 
     since = time.monotonic()
-    store = _open_store(options)
-    manifest = load_manifest(store, options.env_name, target)
+    store = _open_store(options)  # opening connects nowhere: a warmed volume may need no store
+    manifest = warmed_manifest(volume, options.env_name, target) or load_manifest(
+        store, options.env_name, target
+    )
     report.version, report.digest = manifest.version, manifest.digest
     since = report.phase("resolve", since)
     check_driver(manifest.cuda, driver_cuda_version(), f"{manifest.name} {manifest.version}")

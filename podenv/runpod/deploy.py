@@ -11,6 +11,7 @@ Order: volumes (the endpoint names their ids), then the template (the endpoint's
 settings come from it by ``templateId``), then the endpoint.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -262,7 +263,15 @@ class DeployResult:
     calls: list[Call]
 
 
-def deploy(spec: DeploySpec, manifest: Manifest, image: str, session: Session) -> DeployResult:
+def deploy(
+    spec: DeploySpec,
+    manifest: Manifest,
+    image: str,
+    session: Session,
+    before_endpoint: Callable[[list[tuple[str, str]]], None] | None = None,
+) -> DeployResult:
+    """``before_endpoint`` gets (datacenter, volume id) pairs once the volumes exist: `--warm`
+    fills them before the endpoint moves to the release."""
     if manifest.name != spec.env:
         raise DeployError(f"{spec.path} deploys env {spec.env}, but the release is of {manifest.name}.")
     sizes = sizes_for(manifest, spec["placement"], has_volume=bool(spec.volumes))
@@ -275,6 +284,10 @@ def deploy(spec: DeploySpec, manifest: Manifest, image: str, session: Session) -
         return volume_list
 
     volume_ids = [ensure_volume(session, spec, volume, sizes, listed) for volume in spec.volumes]
+    if before_endpoint is not None:
+        before_endpoint(
+            [(volume.datacenter, id_) for volume, id_ in zip(spec.volumes, volume_ids, strict=True)]
+        )
     env = worker_environment(spec, manifest, sizes)
     template = template_body(spec, image, env, sizes)
     template_id, template_changes = ensure_template(session, template)
