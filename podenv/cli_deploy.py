@@ -79,7 +79,9 @@ def run_deploy(arguments: argparse.Namespace) -> int:
     if arguments.warm and not arguments.dry_run:
 
         def warm_first(pairs: list[tuple[str, str]]) -> None:
-            warm_volumes(arguments, spec, manifest, pairs)
+            from podenv.store import open_store
+
+            warm_volumes(arguments, spec, manifest, open_store(arguments.store or spec["store"]), pairs)
 
     result = deploy(spec, manifest, image, session, before_endpoint=warm_first)
     sizes = result.sizes
@@ -181,10 +183,10 @@ def _api(arguments: argparse.Namespace):
     return RunPodAPI(key, arguments.api_url)
 
 
-def warm_volumes(arguments: argparse.Namespace, spec: Any, manifest: Any, pairs=None) -> None:
+def warm_volumes(arguments: argparse.Namespace, spec: Any, manifest: Any, store: Any, pairs=None) -> None:
+    """Warm the deploy file's volumes (or ``pairs``: (datacenter, volume id)) with ``manifest``."""
     from podenv.runpod.deploy import DeployError
     from podenv.runpod.warm import warm
-    from podenv.store import open_store
 
     access, secret = os.environ.get("RUNPOD_S3_ACCESS_KEY"), os.environ.get("RUNPOD_S3_SECRET_KEY")
     if not access or not secret:
@@ -194,7 +196,6 @@ def warm_volumes(arguments: argparse.Namespace, spec: Any, manifest: Any, pairs=
         )
     arguments.manifest = manifest
     targets = _volume_targets(arguments, spec, pairs)
-    store = open_store(arguments.store or spec["store"])
     for result in warm(store, manifest, targets, access, secret):
         _log.info(
             f"warmed {result.datacenter} volume {result.volume_id} with {manifest.name} {manifest.version}: "
@@ -203,29 +204,48 @@ def warm_volumes(arguments: argparse.Namespace, spec: Any, manifest: Any, pairs=
         )
 
 
+def warm_for_promote(arguments: argparse.Namespace, store: Any) -> None:
+    """`podenv promote --warm FILE`: the release into every volume of FILE, then the move."""
+    from podenv.catalog import load_release
+    from podenv.deployfile import load_deploy_file
+    from podenv.runpod.deploy import DeployError
+
+    spec = load_deploy_file(Path(arguments.warm))
+    if spec.env != arguments.name:
+        raise DeployError(
+            f"{spec.path} serves env {spec.env}, not {arguments.name}; nothing warmed or moved."
+        )
+    warm_volumes(arguments, spec, load_release(store, arguments.name, arguments.version), store)
+
+
 def run_warm(arguments: argparse.Namespace) -> int:
     from podenv.catalog import load_release
     from podenv.deployfile import load_deploy_file
     from podenv.store import open_store
 
     spec = load_deploy_file(Path(arguments.volumes))
-    manifest = load_release(open_store(arguments.store or spec["store"]), spec.env, arguments.release)
-    warm_volumes(arguments, spec, manifest)
+    store = open_store(arguments.store or spec["store"])
+    warm_volumes(arguments, spec, load_release(store, spec.env, arguments.release), store)
     return 0
 
 
 def register_warm(commands: Any) -> None:
-    from podenv.runpod.api import DEFAULT_API_URL
-
     warm = commands.add_parser(
         "warm", help="put a release into each datacenter's network volume (RunPod's S3 volume API)"
     )
     warm.add_argument("release", help="the version of the deploy file's env")
     warm.add_argument("--volumes", required=True, metavar="FILE", help="deploy/<endpoint>.yaml")
     warm.add_argument("--store", help="read the release from here (default: the deploy file's store)")
-    _add_s3_endpoint(warm)
-    warm.add_argument("--api-url", default=DEFAULT_API_URL, help=argparse.SUPPRESS)
+    add_warm_options(warm)
     warm.set_defaults(run=run_warm)
+
+
+def add_warm_options(parser: argparse.ArgumentParser) -> None:
+    """What warming needs besides the release: the volume API endpoints, RunPod's API (by name)."""
+    from podenv.runpod.api import DEFAULT_API_URL
+
+    _add_s3_endpoint(parser)
+    parser.add_argument("--api-url", default=DEFAULT_API_URL, help=argparse.SUPPRESS)
 
 
 def _add_s3_endpoint(parser: argparse.ArgumentParser) -> None:

@@ -53,6 +53,10 @@ def run_promote(arguments: argparse.Namespace) -> int:
     from podenv.channels import promote, read_pointer
 
     store = open_store_of(arguments)
+    if arguments.warm:
+        from podenv.cli_deploy import warm_for_promote
+
+        warm_for_promote(arguments, store)
     before, _ = read_pointer(store, arguments.name, arguments.channel)
     pointer = promote(store, arguments.name, arguments.version, arguments.channel)
     if pointer == before:
@@ -129,6 +133,12 @@ def register(commands: Any) -> None:
     promote = command("promote", "point a channel at a release (compare-and-swap)", run_promote)
     promote.add_argument("version")
     promote.add_argument("--channel", required=True)
+    promote.add_argument(
+        "--warm", metavar="FILE", help="first warm the volumes of deploy/<endpoint>.yaml with the release"
+    )
+    from podenv.cli_deploy import add_warm_options
+
+    add_warm_options(promote)
     rollback = command("rollback", "move a channel back (default: to its previous version)", run_rollback)
     rollback.add_argument("--channel", required=True)
     rollback.add_argument("--to", help="the version to go back to")

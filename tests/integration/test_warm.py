@@ -160,3 +160,39 @@ def test_a_manifest_on_the_volume_with_other_bytes_is_not_trusted(
 
     assert booted.returncode != 0, "the forged manifest was used"
     assert "store" in booted.stderr.strip().splitlines()[-1]
+
+
+def test_promote_warms_first_and_moves_nothing_when_warming_fails(
+    release: Published, volumes, seaweed: SeaweedServer, s3env, tmp_path: Path
+) -> None:
+    deploy_file = _deploy_file(tmp_path, volumes, release.store)
+    endpoints = [f"--s3-endpoint={dc}={seaweed.endpoint}" for dc in DATACENTERS]
+    promote = [
+        *PODENV,
+        "promote",
+        release.name,
+        release.version,
+        "--channel",
+        "canary",
+        "--store",
+        release.store,
+    ]
+    wrong = clean_environment({**s3env, "RUNPOD_S3_ACCESS_KEY": "nobody", "RUNPOD_S3_SECRET_KEY": "wrong"})
+
+    refused = run([*promote, "--warm", str(deploy_file), *endpoints], wrong)
+
+    assert refused.returncode == 12
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("podenv: error: RunPod's volume API in EU-RO-1 refused volume ")
+    history = run([*PODENV, "history", release.name, "--channel", "canary", "--store", release.store], wrong)
+    assert history.returncode == 4, "the channel was not moved"
+
+    right = clean_environment(
+        {**s3env, "RUNPOD_S3_ACCESS_KEY": seaweed.access_key, "RUNPOD_S3_SECRET_KEY": seaweed.secret_key}
+    )
+    moved = run([*promote, "--warm", str(deploy_file), *endpoints], right)
+
+    assert moved.returncode == 0, moved.stderr[-2000:]
+    assert moved.stdout.strip().startswith(f"canary: nothing -> {release.version}")
+    for _, mountpoint in volumes.values():
+        assert (mountpoint / manifest_key(release.name, release.version)).is_file()
