@@ -9,6 +9,7 @@ swap and the record is completed by the next one.
 
 import json
 import os
+import re
 import socket
 from typing import Any
 
@@ -16,7 +17,7 @@ from podenv.errors import NotFoundError, PodenvError
 from podenv.manifest import canonical_json, utc_timestamp
 from podenv.names import check_name
 from podenv.settings import ACTOR
-from podenv.store import Store, Versioned
+from podenv.store import Store, Versioned, channel_key
 
 
 def _actor() -> str:
@@ -41,9 +42,42 @@ def _ensure_recorded(store: Store, pointer: dict[str, Any]) -> None:
     )
 
 
+def _pointer_is_valid(pointer: Any) -> bool:
+    from podenv.digests import DIGEST_PATTERN
+    from podenv.names import VERSION_PATTERN
+
+    def release(value: Any) -> bool:
+        return (
+            isinstance(value, dict)
+            and isinstance(value.get("version"), str)
+            and re.match(VERSION_PATTERN, value["version"]) is not None
+            and isinstance(value.get("digest"), str)
+            and DIGEST_PATTERN.match(value["digest"]) is not None
+        )
+
+    return (
+        release(pointer)
+        and (pointer.get("previous") is None or release(pointer["previous"]))
+        and isinstance(pointer.get("sequence"), int)
+        and all(isinstance(pointer.get(key), str) for key in ("name", "channel", "updated_at", "by"))
+    )
+
+
 def read_pointer(store: Store, name: str, channel: str) -> tuple[dict[str, Any] | None, Versioned | None]:
+    """The channel's pointer (None if it does not exist), checked: the store is untrusted."""
     current = store.read_channel(name, channel)
-    return (json.loads(current.data) if current else None), current
+    if current is None:
+        return None, None
+    try:
+        pointer = json.loads(current.data)
+    except (ValueError, RecursionError):
+        pointer = None
+    if not _pointer_is_valid(pointer):
+        raise PodenvError(
+            f"channel {channel} of {name} in {store.url} is not a channel pointer",
+            fix=f"delete {channel_key(name, channel)} from the store and promote again.",
+        )
+    return pointer, current
 
 
 def promote(store: Store, name: str, version: str, channel: str) -> dict[str, Any]:

@@ -1,6 +1,5 @@
 """What is on a volume (`podenv status`) and freeing what no recent release uses (`podenv gc`)."""
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +11,7 @@ from podenv.volume import (
     clear_stale_in_use,
     discard,
     live_leases,
+    read_json_document,
     read_marker,
     releases_in_use,
 )
@@ -57,8 +57,10 @@ def installed_layers(volume: Volume) -> dict[str, dict[str, Any]]:
 
 
 def recent_reports(volume: Volume, count: int = 5) -> list[dict[str, Any]]:
-    paths = sorted(volume.reports.glob("*.json"), key=lambda path: path.stat().st_mtime, reverse=True)
-    return [json.loads(path.read_text()) for path in paths[:count]]
+    """The newest readable reports (names start with their time); garbled ones are skipped."""
+    paths = sorted(volume.reports.glob("*.json"), key=lambda path: path.name, reverse=True)
+    found = (read_json_document(path) for path in paths)
+    return [report for report in found if report is not None][:count]
 
 
 def status(volume: Volume, lease_timeout: float) -> dict[str, Any]:

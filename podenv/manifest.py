@@ -40,7 +40,10 @@ def validate(document: Any) -> None:
     import jsonschema  # imported here: a warm boot that trusts its own marker never needs it
 
     validator = jsonschema.Draft202012Validator(schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    except RecursionError:
+        raise ManifestError("release manifest is nested too deeply to be one.") from None
     if error is None:
         return
     detail = error.message
@@ -83,6 +86,10 @@ class Manifest:
             document = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ManifestError(f"release manifest is not valid JSON: {error}.") from None
+        except RecursionError:
+            raise ManifestError("release manifest is nested too deeply to be one.") from None
+        if not isinstance(document, dict):
+            raise ManifestError("release manifest is not a JSON object.")
         return cls.from_document(document)
 
     @property

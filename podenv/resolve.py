@@ -102,10 +102,16 @@ def channel_target(options: ReleaseOptions, pointer: bytes | None) -> Target:
             fix=f"publish with --channel {channel}, `podenv promote {env} VERSION "
             f"--channel {channel}`, or pin PODENV_VERSION.",
         )
+    from podenv.digests import digest_hex
+    from podenv.names import check_name
+
     try:
         document = json.loads(pointer)
-        return Target(document["version"], document["digest"], f"channel {channel}")
-    except (ValueError, TypeError, KeyError):
+        # The pointer is untrusted: its version becomes a store key and a path on the volume.
+        version, digest = check_name("version", document["version"]), document["digest"]
+        digest_hex(digest)
+        return Target(version, digest, f"channel {channel}")
+    except (ValueError, TypeError, KeyError, RecursionError, PodenvError):
         raise PodenvError(
             f"channel {channel} of {env} in {options.store_url} is not a channel pointer",
             fix=f"move it again with `podenv promote {env} VERSION --channel {channel}`.",
@@ -117,6 +123,11 @@ def load_manifest(store: Store, env: str, target: Target) -> Manifest:
     from podenv.manifest import Manifest
 
     manifest = Manifest.from_bytes(store.get_release(env, target.version))
+    if (manifest.name, manifest.version) != (env, target.version):
+        raise IntegrityError(
+            f"the store's release {env} {target.version} names itself {manifest.name} {manifest.version}",
+            fix="publish the release again; a release's key and its content must agree.",
+        )
     if target.digest is not None and manifest.digest != target.digest:
         raise IntegrityError(
             f"release {env} {target.version} ({target.how}) should have digest {target.digest}, "

@@ -19,8 +19,10 @@ downloading what the first is downloading.
 
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -30,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from podenv.digests import digest_hex
+from podenv.digests import DIGEST_PATTERN, digest_hex
+from podenv.names import NAME_PATTERN, VERSION_PATTERN
 from podenv.settings import ROOT
 
 MARKER = ".podenv-layer.json"
@@ -136,11 +139,75 @@ def hold_in_use(volume: Volume, name: str, version: str, heartbeat: float) -> Pa
     return path
 
 
-def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:
+# Markers are a few hundred bytes; anything much larger is not one.
+_MARKER_LIMIT = 1 << 20
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _digest(value: object) -> bool:
+    return isinstance(value, str) and DIGEST_PATTERN.match(value) is not None
+
+
+def _layer_marker_is_valid(document: dict[str, Any]) -> bool:
+    return _digest(document.get("digest")) and _count(document.get("files")) and _count(document.get("bytes"))
+
+
+def _release_marker_is_valid(document: dict[str, Any]) -> bool:
+    layers = document.get("layers")
+    return (
+        isinstance(document.get("name"), str)
+        and re.match(NAME_PATTERN, document["name"]) is not None
+        and isinstance(document.get("version"), str)
+        and re.match(VERSION_PATTERN, document["version"]) is not None
+        and _digest(document.get("digest"))
+        and isinstance(layers, list)
+        and all(_digest(layer) for layer in layers)
+    )
+
+
+_MARKER_SHAPES = {MARKER: _layer_marker_is_valid, RELEASE_MARKER: _release_marker_is_valid}
+
+
+def read_small_file(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes if it is at most ``limit`` bytes; None if it is absent, not a
+    regular file (a link, a fifo, a directory) or larger. Never blocks, never follows a link."""
     try:
-        return json.loads((directory / name).read_text())
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = os.read(descriptor, limit + 1)
+    finally:
+        os.close(descriptor)
+    return data if len(data) <= limit else None
+
+
+def read_json_document(path: Path, limit: int = _MARKER_LIMIT) -> dict[str, Any] | None:
+    """A small JSON object from the volume, or None if it is missing or is not one: what the
+    volume holds is untrusted (a crash, a full disk or another program may have garbled it)."""
+    data = read_small_file(path, limit)
+    if data is None:
+        return None
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def read_marker(directory: Path, name: str = MARKER) -> dict[str, Any] | None:
+    """The marker ``name`` in ``directory`` if it is whole and well-formed; None otherwise, so
+    that a garbled marker reads as "not installed" and the next boot installs it again."""
+    document = read_json_document(directory / name)
+    if document is None or not _MARKER_SHAPES[name](document):
+        return None
+    return document
 
 
 def layer_is_installed(volume: Volume, digest: str) -> bool:
@@ -265,9 +332,9 @@ def live_leases(volume: Volume, timeout: float) -> list[tuple[str, float, dict[s
     for path in sorted(volume.leases.glob("*.lease")):
         try:
             age = time.time() - path.stat().st_mtime
-            owner = json.loads(path.read_text() or "{}")
-        except (FileNotFoundError, json.JSONDecodeError):
+        except FileNotFoundError:
             continue
+        owner = read_json_document(path) or {}
         if age < timeout:
             found.append((path.stem, age, owner))
     return found

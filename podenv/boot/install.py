@@ -80,6 +80,7 @@ def _extract_layer(
         marker = {"digest": layer.digest, "name": layer.name, "files": result.files}
         marker.update(bytes=result.bytes_written, installed_at=time.time())
         write_marker(target, marker)
+        clear_garbled(final, layer_is_installed(volume, layer.digest), f"layer {layer.name}", report)
         if publish_directory(target, final):
             report.layers.setdefault(layer.name, "installed")
         else:
@@ -106,6 +107,15 @@ def _installed_within(volume: Volume, digest: str, grace: float) -> bool:
             return False
         time.sleep(_POLL)
     return True
+
+
+def clear_garbled(final: Path, complete: bool, what: str, report: BootReport) -> None:
+    """Move aside a directory whose marker is garbled (a crash, a full disk, another program),
+    so that the one just built can take its place: the volume repairs itself at the next boot."""
+    if complete or not os.path.lexists(final):
+        return
+    discard(final)
+    report.warnings.append(f"{what} on the volume had a missing or garbled marker; it was installed again")
 
 
 def _extract_checked(

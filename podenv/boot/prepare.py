@@ -4,7 +4,7 @@ import os
 import time
 from typing import Any
 
-from podenv.boot.install import install_layer
+from podenv.boot.install import clear_garbled, install_layer
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport, ReadyRelease, reserve_report
 from podenv.boot.space import check_space
@@ -73,6 +73,8 @@ def _install_release(options: BootOptions, volume: Volume, target: Target, repor
     final = volume.release_dir(options.env_name, target.version)
     try:
         build_view(volume, manifest, staging / "view")
+        complete = local_release(volume, options.env_name, target.version) is not None
+        clear_garbled(final, complete, f"release {options.env} {target.version}", report)
         publish_directory(staging / "view", final)
     finally:
         discard(staging)
@@ -118,7 +120,13 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
         except StoreError as error:
             raise BootError(f"cold boot of {options.env} needs the store and it failed: {error}") from None
         marker = local_release(volume, options.env_name, target.version)
-        assert marker is not None
+        if marker is None:
+            raise BootError(
+                f"release {options.env} {target.version} is still incomplete on {volume.root} "
+                "after its install "
+                "(another program changed the volume meanwhile?)",
+                fix="boot again; if it recurs, run `podenv gc` and check what else writes there.",
+            )
     else:
         report.phase("resolve", since)
         # Recency for `podenv gc --keep N`: the release marker's mtime is its last boot.
