@@ -164,7 +164,8 @@ def _volume_targets(arguments: argparse.Namespace, spec: Any, pairs: list[tuple[
             for volume in spec.volumes
         ]
         if session is not None and session.calls:
-            raise DeployError("a volume of the deploy file does not exist yet: run `podenv deploy` first.")
+            # What a deploy would change first: a volume to create, or one too small to grow.
+            raise DeployError(f"first `podenv deploy {spec.path}`: it would {session.calls[0].why}.")
     return [
         VolumeTarget(dc, volume_id, overrides.get(dc) or ENDPOINT_TEMPLATE.format(dc.lower()))
         for dc, volume_id in pairs

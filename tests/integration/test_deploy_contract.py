@@ -190,3 +190,17 @@ def test_the_dry_run_of_the_repositorys_deploy_file_prints_valid_v2_requests(
     for call in calls:
         operation, _ = contract.find(call["method"], call["path"])
         assert contract.request_errors(operation, call["body"]) == [], call["why"]
+
+
+def test_warm_finds_volumes_by_name_and_says_when_a_deploy_must_come_first(
+    runpod: ContractServer, store: str, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNPOD_S3_ACCESS_KEY", "user_x")
+    monkeypatch.setenv("RUNPOD_S3_SECRET_KEY", "rps_secret")
+    warm = ["warm", "1.0.0", "--volumes", str(REPOSITORY / "deploy/tts.yaml"), "--store", store]
+
+    assert main([*warm, "--api-url", runpod.url]) == 12
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"podenv: error: first `podenv deploy {REPOSITORY / 'deploy/tts.yaml'}`: ")
+    assert line.endswith("it would create network volume podenv-tts-eu-ro-1 (10 GB) in EU-RO-1.")
+    assert writes(runpod) == [], "warming never creates volumes"
