@@ -14,27 +14,23 @@ _IMAGE_BY_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 
 def _release(arguments: argparse.Namespace, spec: Any):
-    """The release to pin: --version, or the one --channel points at now."""
-    from podenv.catalog import load_release
-    from podenv.errors import NotFoundError
+    """The release to pin: --version, or the one --channel points at now (boot's own resolver)."""
+    from podenv.resolve import ReleaseOptions, Target, channel_target, check_names, load_manifest
     from podenv.store import open_store
 
     store = open_store(arguments.store or spec["store"])
+    options = ReleaseOptions(
+        root=Path("."),
+        env=spec.env,
+        store_url=store.url,
+        version=arguments.version,
+        channel=arguments.channel,
+    )
+    check_names(options)
     if arguments.version:
-        return load_release(store, spec.env, arguments.version)
+        return load_manifest(store, spec.env, Target(arguments.version, None, "pinned"))
     pointer = store.read_channel(spec.env, arguments.channel)
-    if pointer is None:
-        raise NotFoundError(
-            f"channel {arguments.channel} of {spec.env} does not exist in {store.url}; pass --version."
-        )
-    target = json.loads(pointer.data)
-    manifest = load_release(store, spec.env, target["version"])
-    if manifest.digest != target["digest"]:
-        raise NotFoundError(
-            f"channel {arguments.channel} points at {target['version']} with digest {target['digest']}, "
-            f"but that release's digest is {manifest.digest}; the store is inconsistent."
-        )
-    return manifest
+    return load_manifest(store, spec.env, channel_target(options, pointer.data if pointer else None))
 
 
 def _image(arguments: argparse.Namespace, spec: Any) -> str:

@@ -4,6 +4,7 @@ requests a dry run records. The same requests against RunPod's published contrac
 tests/integration/test_deploy_contract.py."""
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -187,3 +188,49 @@ def test_comparison_ignores_order_and_sees_a_stale_cuda_set() -> None:
     assert changed_fields(want, have) == []
     have["gpu"]["allowedCudaVersions"] = ["12.8"]
     assert changed_fields(want, have) == ["gpu"]
+
+
+@pytest.fixture
+def file_store(tmp_path: Path) -> str:
+    from podenv.channels import promote
+    from podenv.store import open_store
+
+    (tmp_path / "store").mkdir()
+    url = f"file://{tmp_path / 'store'}"
+    open_store(url).put_release("tts", "1.0.0", _manifest().canonical_bytes())
+    promote(open_store(url), "tts", "1.0.0", "stable")
+    return url
+
+
+def _dry_run(capsys, store: str, *options: str) -> tuple[int, str]:
+    from podenv.cli import main
+
+    code = main(["deploy", str(REPOSITORY / "deploy" / "tts.yaml"), "--store", store, "--dry-run", *options])
+    captured = capsys.readouterr()
+    return code, captured.out if code == 0 else captured.err.strip().splitlines()[-1]
+
+
+def test_the_channel_is_resolved_once_and_pinned(file_store: str, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    code, out = _dry_run(capsys, file_store)
+
+    assert code == 0
+    template = next(call for call in json.loads(out) if call["path"] == "/v2/templates")
+    assert template["body"]["env"]["PODENV_VERSION"] == "1.0.0"
+    assert template["body"]["env"]["PODENV_DIGEST"] == _manifest().digest
+
+
+def test_a_missing_or_garbled_channel_is_one_line(
+    file_store: str, capsys, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RUNPOD_API_KEY", raising=False)
+    code, line = _dry_run(capsys, file_store, "--channel", "canary")
+    assert code == 4 and line.startswith("podenv: error: channel canary of tts does not exist")
+
+    pointer = next((tmp_path / "store").rglob("stable.json"))
+    pointer.write_text("{not json")
+    code, line = _dry_run(capsys, file_store)
+    assert code != 0 and "channel stable of tts" in line and "is not a channel pointer" in line
+
+    code, line = _dry_run(capsys, file_store, "--version", "../../etc")
+    assert code != 0 and "is not a valid version" in line
