@@ -45,6 +45,20 @@ def run_env_pack(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_code_pack(arguments: argparse.Namespace) -> int:
+    from podenv.codelayer import pack_code
+    from podenv.release import layer_document, write_layer_info
+
+    output = Path(arguments.output)
+    info = pack_code(Path(arguments.source), output)
+    write_layer_info(Path(arguments.info), layer_document(info, "code", "code", "code"), output)
+    _log.info(
+        f"code layer: {info.files} files from {arguments.source}, {info.digest}",
+        extra={"fields": {"digest": info.digest, "files": info.files}},
+    )
+    return 0
+
+
 def run_model_build(arguments: argparse.Namespace) -> int:
     from podenv.envspec import load_env_spec
     from podenv.models import build_model_layer
@@ -122,7 +136,7 @@ def run_lock(arguments: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    """Add ``env``, ``model``, ``release`` and ``publish`` to the podenv parser."""
+    """Add ``env``, ``code``, ``model``, ``release`` and ``publish`` to the podenv parser."""
     lock = commands.add_parser("lock", help="write pixi.lock with pixi (the only command that needs pixi)")
     lock.add_argument("--manifest", default="pixi.toml")
     lock.set_defaults(run=run_lock)
@@ -140,6 +154,14 @@ def register(commands: Any) -> None:
     pack.add_argument("--output", required=True, help="the tar.zst to write")
     pack.add_argument("--info", required=True, help="the layer record (JSON) to write")
     pack.set_defaults(run=run_env_pack)
+
+    code_group = commands.add_parser("code", help="pack the handler and its plugins as the code layer")
+    code_commands = code_group.add_subparsers(dest="code_command", metavar="ACTION", required=True)
+    code = code_commands.add_parser("pack", help="pack the worker package deterministically")
+    code.add_argument("source", help="the worker package's directory (worker/)")
+    code.add_argument("--output", required=True, help="the tar.zst to write")
+    code.add_argument("--info", required=True, help="the layer record (JSON) to write")
+    code.set_defaults(run=run_code_pack)
 
     model_group = commands.add_parser("model", help="build one model layer in its cache layout")
     model_commands = model_group.add_subparsers(dest="model_command", metavar="ACTION", required=True)
