@@ -47,7 +47,10 @@ def run_boot(arguments: argparse.Namespace) -> int:
     if arguments.exec_argv:
         from podenv.volume import Volume, hold_in_use
 
-        hold_in_use(Volume(options.root), arguments.env, ready.version, heartbeat=options.lease_timeout / 3)
+        timeout = options.lease_timeout
+        hold_in_use(
+            Volume(options.root), arguments.env, ready.version, heartbeat=timeout / 3, timeout=timeout
+        )
         exec_into(ready, arguments.exec_argv)
     print(ready.directory)
     return 0

@@ -1,6 +1,6 @@
 """What is on a volume (`podenv status`) and freeing what no recent release uses (`podenv gc`)."""
 
-import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,9 +10,11 @@ from podenv.volume import (
     Volume,
     clear_stale_in_use,
     discard,
+    layers_being_installed,
     live_leases,
     read_json_document,
     read_marker,
+    reclaim_dead,
     releases_in_use,
 )
 
@@ -108,6 +110,8 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
     dropped = [release for release in releases if release not in kept]
     protected = {digest for release in kept for digest in release.layers}
     protected |= {f"sha256:{name}" for name, _, _ in live_leases(volume, lease_timeout)}
+    # What a cold boot elsewhere is installing, or will install next: never pulled from under it.
+    protected |= layers_being_installed(volume, lease_timeout)
     for release in dropped:
         discard(release.directory)
         result.removed_releases.append(f"{release.name} {release.version}")
@@ -117,16 +121,21 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
             discard(Path(marker["path"]))
             result.removed_layers.append(digest)
             result.freed_bytes += marker.get("bytes", 0)
-    _clear_leftovers(volume)
+    result.freed_bytes += _prune_blobs(volume, protected)
+    result.freed_bytes += reclaim_dead(volume, lease_timeout)
+    for path in volume.leases.glob(".stale.*") if volume.leases.is_dir() else []:
+        path.unlink(missing_ok=True)  # leases moved aside when taken over
     clear_stale_in_use(volume, lease_timeout)
     return result
 
 
-def _clear_leftovers(volume: Volume, older_than: float = 3600.0) -> None:
-    """Staging directories of installers that died long ago, and leases moved aside as stale."""
-    now = time.time()
-    for path in volume.staging.glob("*") if volume.staging.is_dir() else []:
-        if now - path.stat().st_mtime > older_than:
-            discard(path)
-    for path in volume.leases.glob(".stale.*") if volume.leases.is_dir() else []:
-        path.unlink(missing_ok=True)
+def _prune_blobs(volume: Volume, protected: set[str]) -> int:
+    """Kept blobs of layers no kept release uses (a partial download of a live boot is kept)."""
+    freed = 0
+    for path in volume.blobs.iterdir() if volume.blobs.is_dir() else []:
+        if path.name.startswith(".") or f"sha256:{path.name}" in protected:
+            continue
+        with suppress(OSError):
+            freed += path.stat().st_size
+            path.unlink()
+    return freed

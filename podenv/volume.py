@@ -62,6 +62,10 @@ class Volume:
         return self.root / "in-use"
 
     @property
+    def installing(self) -> Path:
+        return self.root / "installing"
+
+    @property
     def blobs(self) -> Path:
         return self.root / "blobs"
 
@@ -95,17 +99,53 @@ class Volume:
             directory.mkdir(parents=True, exist_ok=True)
 
     def new_staging(self, label: str) -> Path:
-        path = self.staging / f"{label}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        # '@' is in no name, version or hostname: the owner can be read back (see reclaim_dead).
+        path = self.staging / f"{label}@{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}"
         path.mkdir(parents=True)
         return path
 
 
+def owner_is_dead(host: object, pid: object) -> bool:
+    """Provably dead: a process of this host that no longer exists. Another host's process
+    cannot be seen from here; only its heartbeat going silent tells."""
+    if host != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _recorded_timeout(document: dict[str, Any] | None, timeout: float) -> float:
+    """The liveness timeout a heartbeat's writer promised (recorded in its file), or ``timeout``
+    if longer: a reader with a shorter one must not judge a live writer dead."""
+    recorded = (document or {}).get("timeout")
+    if isinstance(recorded, int | float) and not isinstance(recorded, bool) and 0 < recorded < 86400:
+        return max(timeout, float(recorded))
+    return timeout
+
+
+def is_fresh(path: Path, timeout: float) -> bool:
+    """Whether the heartbeat file ``path`` has a live writer: its owner not provably dead and
+    its mtime within the writer's recorded timeout (or ``timeout``)."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    document = read_json_document(path)
+    owner = document or {}
+    if owner_is_dead(owner.get("host"), owner.get("pid")):
+        return False
+    return age <= _recorded_timeout(document, timeout)
+
+
 def _in_use_files(volume: Volume, timeout: float) -> Iterator[tuple[Path, bool]]:
-    """Each in-use file, and whether its heartbeat is within ``timeout`` seconds."""
-    now = time.time()
+    """Each in-use file, and whether its worker is alive (see is_fresh)."""
     for path in volume.in_use.glob("*/*/*") if volume.in_use.is_dir() else []:
-        with suppress(FileNotFoundError):
-            yield path, now - path.stat().st_mtime <= timeout
+        yield path, is_fresh(path, timeout)
 
 
 def releases_in_use(volume: Volume, timeout: float) -> set[tuple[str, str]]:
@@ -122,7 +162,9 @@ def clear_stale_in_use(volume: Volume, timeout: float) -> None:
             path.unlink(missing_ok=True)
 
 
-def hold_in_use(volume: Volume, name: str, version: str, heartbeat: float) -> Path:
+def hold_in_use(
+    volume: Volume, name: str, version: str, heartbeat: float, timeout: float | None = None
+) -> Path:
     """Mark ``name version`` as used by this process for as long as it (or what it execs) lives.
 
     A heartbeat process (podenv.heartbeat) touches the file every ``heartbeat`` seconds while
@@ -134,7 +176,8 @@ def hold_in_use(volume: Volume, name: str, version: str, heartbeat: float) -> Pa
 
     path = volume.in_use / name / version / f"{socket.gethostname()}.{os.getpid()}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}))
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    path.write_text(json.dumps({**owner, "timeout": timeout or heartbeat * 3}))
     beating.start(path, os.getpid(), heartbeat)
     return path
 
@@ -260,7 +303,8 @@ class Lease:
         self._token = uuid.uuid4().hex
 
     def owner(self) -> dict[str, Any]:
-        return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(), "token": self._token}
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}
+        return {**owner, "token": self._token, "timeout": self.timeout}
 
     def try_take(self) -> bool:
         """Take the lease if it is free or stale; False if a live owner holds it."""
@@ -284,10 +328,9 @@ class Lease:
             return None
 
     def _take_over_if_stale(self) -> bool:
-        age = self.age()
-        if age is None:
+        if self.age() is None:
             return True  # released meanwhile: try again
-        if age < self.timeout:
+        if is_fresh(self.path, self.timeout):
             return False
         # Renaming is atomic: of several workers taking over, one moves the stale lease aside.
         with suppress(FileNotFoundError):
@@ -334,7 +377,89 @@ def live_leases(volume: Volume, timeout: float) -> list[tuple[str, float, dict[s
             age = time.time() - path.stat().st_mtime
         except FileNotFoundError:
             continue
-        owner = read_json_document(path) or {}
-        if age < timeout:
-            found.append((path.stem, age, owner))
+        if is_fresh(path, timeout):
+            found.append((path.stem, age, read_json_document(path) or {}))
     return found
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for directory, _, files in os.walk(path):
+        for name in files:
+            with suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_size
+    return total
+
+
+def reclaim_dead(volume: Volume, timeout: float) -> int:
+    """Remove the staging of installers that are gone, and their leases; returns bytes freed.
+
+    Same host: the owner's pid no longer exists. Another host: it holds no live lease and its
+    staging is older than the timeout (a live installer beats its lease well within it).
+    """
+    freed = 0
+    owners = {(owner.get("host"), owner.get("pid")) for _, _, owner in live_leases(volume, timeout)}
+    for path in volume.staging.iterdir() if volume.staging.is_dir() else []:
+        parts = path.name.split("@")
+        if len(parts) != 4 or path.name.startswith("."):
+            continue
+        host, pid = parts[1], int(parts[2]) if parts[2].isdigit() else -1
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if owner_is_dead(host, pid) or ((host, pid) not in owners and age > timeout):
+            freed += _tree_bytes(path)
+            discard(path)
+    for path in volume.leases.glob("*.lease") if volume.leases.is_dir() else []:
+        owner = read_json_document(path) or {}
+        if owner_is_dead(owner.get("host"), owner.get("pid")):
+            path.unlink(missing_ok=True)
+    return freed
+
+
+@contextmanager
+def installing(volume: Volume, name: str, version: str, layers: list[str], timeout: float) -> Iterator[None]:
+    """Announce, with a heartbeat, the layers a cold boot is installing or will install, for as
+    long as it runs: `podenv gc` keeps them, so that it cannot pull a layer from under it."""
+    volume.installing.mkdir(parents=True, exist_ok=True)
+    path = volume.installing / f"{socket.gethostname()}@{os.getpid()}@{uuid.uuid4().hex[:8]}.json"
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "timeout": timeout}
+    path.write_text(json.dumps({**owner, "name": name, "version": version, "layers": layers}))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(min(2.0, timeout / 3)):
+            with suppress(OSError):
+                os.utime(path)
+
+    thread = threading.Thread(target=beat, name="podenv-installing", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        path.unlink(missing_ok=True)
+
+
+def layers_being_installed(volume: Volume, timeout: float) -> set[str]:
+    """Digests of every layer a live boot is installing or will install; clears dead boots' files."""
+    found: set[str] = set()
+    for path in volume.installing.glob("*.json") if volume.installing.is_dir() else []:
+        if not is_fresh(path, timeout):
+            path.unlink(missing_ok=True)
+            continue
+        layers = (read_json_document(path) or {}).get("layers")
+        found |= {layer for layer in layers if _digest(layer)} if isinstance(layers, list) else set()
+    return found
+
+
+def used_bytes(volume: Volume) -> int:
+    """What podenv holds on the volume: installed layers (by their markers), kept blobs and
+    staging (in-progress and dead installs alike), for the quota."""
+    total = sum((read_marker(layer) or {}).get("bytes", 0) for layer in volume.layer_dirs())
+    for path in volume.blobs.iterdir() if volume.blobs.is_dir() else []:
+        with suppress(OSError):
+            total += path.lstat().st_size
+    return total + _tree_bytes(volume.staging)

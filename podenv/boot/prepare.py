@@ -14,7 +14,15 @@ from podenv.errors import BootError, StoreError
 from podenv.log import get_logger
 from podenv.resolve import Target, channel_target, check_names, load_manifest, pinned_target
 from podenv.store import Store
-from podenv.volume import RELEASE_MARKER, Volume, discard, layer_is_installed, publish_directory
+from podenv.volume import (
+    RELEASE_MARKER,
+    Volume,
+    discard,
+    installing,
+    layer_is_installed,
+    publish_directory,
+    reclaim_dead,
+)
 
 _log = get_logger("boot")
 
@@ -63,12 +71,21 @@ def _install_release(options: BootOptions, volume: Volume, target: Target, repor
     report.version, report.digest = manifest.version, manifest.digest
     since = report.phase("resolve", since)
     check_driver(manifest.cuda, driver_cuda_version(), f"{manifest.name} {manifest.version}")
-    missing = [layer for layer in manifest.layers if not layer_is_installed(volume, layer.digest)]
-    check_space(volume, missing, options.quota, options.keep_blobs)
-    since = report.phase("preflight", since)
-    for layer in manifest.layers:
-        install_layer(store, volume, layer, options, report)
-        since = report.phase(f"layer:{layer.name}", since)
+    digests = [layer.digest for layer in manifest.layers]
+    with installing(volume, manifest.name, manifest.version, digests, options.lease_timeout):
+        missing = [layer for layer in manifest.layers if not layer_is_installed(volume, layer.digest)]
+        check_space(volume, missing, options.quota, options.keep_blobs)
+        since = report.phase("preflight", since)
+        for layer in manifest.layers:
+            install_layer(store, volume, layer, options, report)
+            since = report.phase(f"layer:{layer.name}", since)
+        _publish_view(options, volume, manifest, target, report)
+    report.phase("view", since)
+
+
+def _publish_view(
+    options: BootOptions, volume: Volume, manifest: Any, target: Target, report: BootReport
+) -> None:
     staging = volume.new_staging(f"release-{options.env}-{target.version}")
     final = volume.release_dir(options.env_name, target.version)
     try:
@@ -78,7 +95,6 @@ def _install_release(options: BootOptions, volume: Volume, target: Target, repor
         publish_directory(staging / "view", final)
     finally:
         discard(staging)
-    report.phase("view", since)
 
 
 def _warm_or_target(
@@ -112,6 +128,7 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
     volume = Volume(options.root)
     volume.make_dirs()
     reserve_report(options.root, report)  # a boot that fills the disk can still report it
+    reclaim_dead(volume, options.lease_timeout)
     marker, target = _warm_or_target(options, volume, report)
     report.warm = marker is not None
     if marker is None:
@@ -120,6 +137,9 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
         except StoreError as error:
             raise BootError(f"cold boot of {options.env} needs the store and it failed: {error}") from None
         marker = local_release(volume, options.env_name, target.version)
+        if marker is None:  # a layer went meanwhile (a gc elsewhere, a damaged volume): once more
+            _install_release(options, volume, target, report)
+            marker = local_release(volume, options.env_name, target.version)
         if marker is None:
             raise BootError(
                 f"release {options.env} {target.version} is still incomplete on {volume.root} "

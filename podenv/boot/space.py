@@ -6,17 +6,9 @@ from collections.abc import Sequence
 from podenv.errors import BootError
 from podenv.manifest import Layer
 from podenv.progress import human_bytes
-from podenv.volume import Volume, read_marker
+from podenv.volume import Volume, used_bytes
 
 SPACE_MARGIN = 256 << 20
-
-
-def _directory_bytes(volume: Volume) -> int:
-    total = 0
-    for layer in volume.layer_dirs():
-        marker = read_marker(layer)
-        total += marker["bytes"] if marker else 0
-    return total
 
 
 def space_needed(missing: Sequence[Layer], keep_blobs: bool) -> int:
@@ -29,7 +21,7 @@ def space_free(volume: Volume, quota: int | None) -> int:
     filesystem = os.statvfs(volume.root)
     free = filesystem.f_bavail * filesystem.f_frsize
     if quota is not None:
-        free = min(free, max(quota - _directory_bytes(volume), 0))
+        free = min(free, max(quota - used_bytes(volume), 0))
     return free
 
 
