@@ -87,6 +87,12 @@ INLINE_MAX_BYTES = Setting(
     "worker",
 )
 OUTPUT_BUCKET = Setting("PODENV_OUTPUT_BUCKET", None, "the bucket large outputs are uploaded to", "worker")
+AUDIO_PRIVATE_URLS = Setting(
+    "PODENV_AUDIO_PRIVATE_URLS",
+    None,
+    "`1`: job audio URLs may lead to private, loopback or link-local addresses (refused by default)",
+    "worker",
+)
 MAX_INPUT_BYTES = Setting(
     "PODENV_MAX_INPUT_BYTES", "104857600", "the largest audio input a job may send", "worker"
 )
@@ -113,6 +119,7 @@ SETTINGS: tuple[Setting, ...] = (
     INLINE_MAX_BYTES,
     OUTPUT_BUCKET,
     MAX_INPUT_BYTES,
+    AUDIO_PRIVATE_URLS,
 )
 
 

@@ -47,6 +47,11 @@ _FATAL_CUDA_MARKERS = (
 )
 
 
+# RunPod refuses larger job payloads (/run: 10 MB, /runsync: 20 MB); a worker cannot tell which
+# route a job took, so it holds every job to the larger one (a local --rp_serve_api included).
+PAYLOAD_LIMIT = 20_000_000
+
+
 class WorkerStartError(RuntimeError):
     """The worker must not take jobs: a required plugin could not be loaded."""
 
@@ -108,6 +113,12 @@ class Worker:
     def parse(self, job_input: Any) -> tuple[Plugin, PluginInput]:
         if not isinstance(job_input, dict):
             raise InputError("input: must be a JSON object.")
+        size = len(json.dumps(job_input, separators=(",", ":")).encode())
+        if size > PAYLOAD_LIMIT:
+            raise InputError(
+                f"input: {size} bytes, over RunPod's payload limits (10 MB for /run, "
+                f"{PAYLOAD_LIMIT // 1_000_000} MB for /runsync); send large audio as a URL."
+            )
         fields = dict(job_input)
         name = fields.pop("plugin", None)
         if name is None:

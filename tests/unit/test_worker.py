@@ -273,6 +273,7 @@ def http_files(tmp_path: Path):
 
 
 def test_audio_urls_are_fetched_and_limited(tmp_path: Path, http_files, monkeypatch) -> None:
+    monkeypatch.setenv("PODENV_AUDIO_PRIVATE_URLS", "1")  # the test's server is on loopback
     served, base = http_files
     (served / "a.wav").write_bytes(b"x" * 5000)
     work = tmp_path / "work"
@@ -293,3 +294,60 @@ def test_audio_goes_inline_without_a_complete_bucket_setting(monkeypatch) -> Non
     assert outputs.output_bucket() is None
     delivered = outputs.deliver_audio(Audio(b"abc"), "job")
     assert delivered == {"format": "wav", "bytes": 3, "base64": "YWJj"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/a.wav",
+        "http://localhost:{port}/a.wav",
+        "http://[::1]:{port}/a.wav",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/a.wav",
+    ],
+)
+def test_audio_urls_leading_to_private_addresses_are_refused(
+    url: str, tmp_path: Path, http_files, monkeypatch
+) -> None:
+    monkeypatch.delenv("PODENV_AUDIO_PRIVATE_URLS", raising=False)
+    served, base = http_files
+    (served / "a.wav").write_bytes(b"secret")
+    port = base.rsplit(":", 1)[1]
+    with pytest.raises(InputError, match=r"^audio: the URL (is refused: it leads to|could not be fetched)"):
+        fetch_audio(url.format(port=port), tmp_path, "audio")
+    assert not (tmp_path / "audio.audio").exists() or (tmp_path / "audio.audio").read_bytes() == b""
+
+
+def test_a_redirect_to_a_private_address_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """Every connection is checked, a redirect's too: 127.0.0.1 plays a public server that
+    redirects to 127.0.0.2, which plays the metadata service."""
+    monkeypatch.delenv("PODENV_AUDIO_PRIVATE_URLS", raising=False)
+    monkeypatch.setattr(audio, "_is_public", lambda address: str(address) == "127.0.0.1")
+
+    secret = ThreadingHTTPServer(("127.0.0.2", 0), SimpleHTTPRequestHandler)
+    target = f"http://127.0.0.2:{secret.server_address[1]}/secret"
+
+    class Redirect(SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.end_headers()
+
+    public = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for server in (secret, public):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(InputError, match=r"is refused: it leads to 127\.0\.0\.2"):
+            fetch_audio(f"http://127.0.0.1:{public.server_address[1]}/a.wav", tmp_path, "audio")
+    finally:
+        for server in (secret, public):
+            server.shutdown()
+
+
+def test_a_job_over_runpods_payload_limit_is_refused(tmp_path: Path, environ, plugins) -> None:
+    hub_snapshot(Path(environ["HF_HUB_CACHE"]), "a")
+    release = write_release(tmp_path / "release.json", [model_layer("a", "echo")])
+    worker = handler.start_worker({**environ, "PODENV_RELEASE": str(release)})
+    big = {"text": "a", "padding": "x" * (handler.PAYLOAD_LIMIT + 1)}
+    result = asyncio.run(worker.handle({"id": "big", "input": big}))
+    assert "over RunPod's payload limits" in result["error"]
