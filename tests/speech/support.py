@@ -89,6 +89,8 @@ def speech_worker(
 ) -> LocalWorker:
     """The handler under the speech venv's python, on the release ``environment`` describes."""
     env = dict(environment, PODENV_LOG_FORMAT="json", PODENV_DEVICE=device, PYTHONUNBUFFERED="1")
+    # The tests serve job audio from loopback, which a worker refuses by default (SSRF guard).
+    env["PODENV_AUDIO_PRIVATE_URLS"] = "1"
     # The venv's bin first: its `ffmpeg` (imageio-ffmpeg) and console scripts.
     env["PATH"] = f"{python.parent}:{env['PATH']}"
     command = [str(python), "-m", "worker.handler"]
