@@ -43,7 +43,8 @@ def run_boot(arguments: argparse.Namespace) -> int:
                 write_report(options.root, report)
         raise failure from None
     report_path = write_report(options.root, report)
-    _log.info(summary_line(report), extra={"fields": {**report.to_json(), "report": str(report_path)}})
+    fields = {**report.to_json(), "report": str(report_path)}
+    _log.info(summary_line(report), extra={"fields": fields, "text_fields": ("report",)})
     if arguments.exec_argv:
         from podenv.volume import Volume, hold_in_use
 

@@ -36,11 +36,12 @@ def run_env_install(arguments: argparse.Namespace) -> int:
 
 def run_env_pack(arguments: argparse.Namespace) -> int:
     from podenv.envbuild import pack_env
+    from podenv.layout import ENV_TARGET
     from podenv.release import layer_document, write_layer_info
 
     output = Path(arguments.output)
     info = pack_env(Path(arguments.prefix), output, Progress("pack env"))
-    layer = layer_document(info, "env", "env", "env")
+    layer = layer_document(info, "env", "env", ENV_TARGET)
     write_layer_info(Path(arguments.info), layer, output)
     return 0
 

@@ -18,12 +18,12 @@ from typing import Any
 
 from podenv.archive import ArchiveEntry, ArchiveInfo, write_archive
 from podenv.errors import PodenvError
+from podenv.layout import RELOCATIONS_FILE
 from podenv.lock import InstallPlan, PypiPackage, conda_records, read_plan
 from podenv.log import get_logger
 from podenv.progress import Progress, human_bytes
 
 _log = get_logger("envbuild")
-RELOCATIONS_FILE = "conda-meta/podenv-relocations.json"
 # Stands for the build directory in packed text files, until the worker relocates them.
 BUILD_PREFIX_PLACEHOLDER = "/podenv-build-prefix-placeholder"
 # Files in a built prefix that are not part of the environment: Snakemake's marker of a

@@ -1,7 +1,9 @@
 """Logging for people (one readable line) and for RunPod's log view (JSON lines).
 
-Every record may carry structured fields in ``extra={"fields": {...}}``; the text format
-appends them as ``key=value``, the JSON format merges them into the object.
+Every record may carry structured fields in ``extra={"fields": {...}}``. A JSON line carries
+them all, after the keys every line has (`LOG_KEYS`, the worker's too: `worker/layout.py`
+mirrors them). A text line is for a person: the message, which says what matters, and only
+the fields the call names in ``extra={"text_fields": (...)}`` (a report's path, say).
 """
 
 import json
@@ -13,17 +15,18 @@ from podenv.settings import LOG_FORMAT
 
 LOG_FORMATS = ("text", "json")
 _ROOT = "podenv"
+LOG_KEYS = ("ts", "level", "logger", "msg")
+
+
+def timestamp(record: logging.LogRecord) -> str:
+    """UTC to the millisecond, e.g. 2026-12-01T23:10:00.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class JsonLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        values = (timestamp(record), record.levelname.lower(), record.name, record.getMessage())
+        entry = dict(zip(LOG_KEYS, values, strict=True))
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -33,10 +36,10 @@ class JsonLineFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = record.getMessage()
-        # Flat fields read well after the sentence; nested ones are for the JSON format.
-        fields = {k: v for k, v in getattr(record, "fields", {}).items() if not isinstance(v, dict | list)}
-        if fields:
-            line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
+        fields = getattr(record, "fields", {})
+        shown = [f"{key}={fields[key]}" for key in getattr(record, "text_fields", ()) if key in fields]
+        if shown:
+            line += " " + " ".join(shown)
         if record.levelno >= logging.WARNING:
             line = f"{record.levelname.lower()}: {line}"
         return line

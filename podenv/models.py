@@ -18,6 +18,7 @@ from pathlib import Path
 from podenv.archive import ArchiveInfo, pack_tree
 from podenv.envspec import ModelSpec
 from podenv.errors import IntegrityError, PodenvError
+from podenv.layout import TORCH_HUB_TARGET, hub_folder
 from podenv.progress import Progress
 
 _DOWNLOAD_CHUNK = 1 << 20
@@ -27,19 +28,14 @@ class ModelBuildError(PodenvError):
     """A model could not be fetched or laid out."""
 
 
-def hf_repo_folder(repo_id: str, repo_type: str = "model") -> str:
-    """The hub cache's folder name for a repository, e.g. models--SWivid--F5-TTS."""
-    return f"{repo_type}s--" + repo_id.replace("/", "--")
-
-
 def _lay_out_local(spec: ModelSpec, workdir: Path, staging: Path) -> None:
     source = (workdir / spec.document["path"]).resolve()
     if not source.is_dir():
         raise ModelBuildError(f"model {spec.name}: local path {source} is not a directory.")
-    if spec.target == "torch-hub":
+    if spec.target == TORCH_HUB_TARGET:
         shutil.copytree(source, staging / "hub" / "checkpoints", symlinks=True)
         return
-    repo = staging / hf_repo_folder(spec.id, spec.document.get("repo_type", "model"))
+    repo = staging / hub_folder(spec.id, spec.document.get("repo_type", "model"))
     shutil.copytree(source, repo / "snapshots" / spec.revision, symlinks=True)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(spec.revision)

@@ -1,6 +1,6 @@
 """Relocating an unpacked environment to the path it will live at, in-process and in parallel.
 
-The env layer records, in ``conda-meta/podenv-relocations.json``, every file that holds a
+The env layer records, in its relocations file (``layout.RELOCATIONS_FILE``), every file that holds a
 prefix placeholder: conda packages' own placeholders (text or binary) and podenv's
 placeholder for the build directory. Text files get the new prefix in place of the
 placeholder; binary files get conda's treatment: within each NUL-terminated string the
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from podenv.errors import PodenvError, UnsafeArchiveError
+from podenv.layout import RELOCATIONS_FILE
 
-RELOCATIONS_FILE = "conda-meta/podenv-relocations.json"
 _WORKERS = 16
 _MODES = ("text", "binary")
 # A real list has one short entry per file with a placeholder: tens of thousands at most.

@@ -13,7 +13,6 @@ import binascii
 import http.client
 import io
 import ipaddress
-import os
 import socket
 import struct
 import urllib.error
@@ -22,7 +21,9 @@ import wave
 from collections.abc import Sequence
 from pathlib import Path
 
-MAX_INPUT_BYTES = int(os.environ.get("PODENV_MAX_INPUT_BYTES", 100 * 1024 * 1024))
+from worker import settings
+
+MAX_INPUT_BYTES = settings.read_int("PODENV_MAX_INPUT_BYTES")
 FETCH_TIMEOUT_S = 60
 
 
@@ -39,7 +40,7 @@ def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def _check_peer(sock: socket.socket) -> None:
-    if os.environ.get("PODENV_AUDIO_PRIVATE_URLS") == "1":
+    if settings.read("PODENV_AUDIO_PRIVATE_URLS") == "1":
         return
     address = ipaddress.ip_address(sock.getpeername()[0].split("%")[0])
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from worker import logs
+from worker import logs, settings
 from worker.audio import InputError
 from worker.models import UnknownPluginError, plugin_class
 from worker.models.base import JobContext, Plugin, PluginInput
@@ -63,8 +63,8 @@ def is_fatal_cuda_error(error: BaseException) -> bool:
 
 def choose_device(environ: dict[str, str]) -> str:
     """``PODENV_DEVICE``, else ``cuda`` when torch is in the env and sees a GPU, else ``cpu``."""
-    if environ.get("PODENV_DEVICE"):
-        return environ["PODENV_DEVICE"]
+    if device := settings.read("PODENV_DEVICE", environ):
+        return device
     try:
         import torch
     except ImportError:
@@ -190,6 +190,7 @@ class Worker:
             f"job {job_id} failed in plugin {plugin.name}: {type(error).__name__}: {error}",
             logging.ERROR,
             event="job_failed",
+            show=("refresh_worker",),
             job_id=job_id,
             plugin=plugin.name,
             refresh_worker=fatal,
@@ -225,11 +226,11 @@ def _load_plugin(name: str, layers: list[ModelLayer], device: str, environ: dict
 
 def start_worker(environ: dict[str, str]) -> Worker:
     """Read the release and load every plugin it names, before any job is taken."""
-    release = read_release(environ.get("PODENV_RELEASE"))
+    release = read_release(settings.read("PODENV_RELEASE", environ))
     if not release.models:
         raise WorkerStartError(f"release {release.label} has no model layer with a plugin: nothing to serve.")
     device = choose_device(environ)
-    worker = Worker(release, device, {}, {}, max_concurrency=int(environ.get("PODENV_CONCURRENCY", "1")))
+    worker = Worker(release, device, {}, {}, max_concurrency=settings.read_int("PODENV_CONCURRENCY", environ))
     for name, layers in release.plugins().items():
         try:
             worker.plugins[name] = _load_plugin(name, layers, device, environ)
@@ -247,7 +248,7 @@ def start_worker(environ: dict[str, str]) -> Worker:
 
 def describe(environ: dict[str, str]) -> dict[str, Any]:
     """The input schema of each plugin the release names, without loading any model."""
-    release = read_release(environ.get("PODENV_RELEASE"))
+    release = read_release(settings.read("PODENV_RELEASE", environ))
     return {name: plugin_class(name).input_schema() for name in release.plugins()}
 
 

@@ -9,15 +9,16 @@ import base64
 import os
 from typing import Any
 
+from worker import settings
 from worker.models.base import Audio
 
-INLINE_MAX_BYTES = int(os.environ.get("PODENV_INLINE_MAX_BYTES", 256 * 1024))
+INLINE_MAX_BYTES = settings.read_int("PODENV_INLINE_MAX_BYTES")
 _BUCKET_VARIABLES = ("BUCKET_ENDPOINT_URL", "BUCKET_ACCESS_KEY_ID", "BUCKET_SECRET_ACCESS_KEY")
 
 
 def output_bucket() -> str | None:
     """The bucket outputs go to, or None when the worker has no complete bucket setting."""
-    bucket = os.environ.get("PODENV_OUTPUT_BUCKET")
+    bucket = settings.read("PODENV_OUTPUT_BUCKET")
     if bucket and all(os.environ.get(name) for name in _BUCKET_VARIABLES):
         return bucket
     return None

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.layout import CACHE_VARIABLES, HF_HUB_TARGET, hub_folder
 from worker.models.base import ModelFiles
 
 
@@ -68,19 +69,18 @@ def read_release(path: str | None) -> Release:
 
 
 def _hub_snapshot(model: ModelLayer, hf_cache: Path) -> Path:
-    repo_type = model.document.get("repo_type", "model")
-    folder = f"{repo_type}s--" + model.document["id"].replace("/", "--")
+    folder = hub_folder(model.document["id"], model.document.get("repo_type", "model"))
     return hf_cache / folder / "snapshots" / model.document["revision"]
 
 
 def resolve_model(model: ModelLayer, environ: dict[str, str] | None = None) -> ModelFiles:
     """Where ``model``'s files are on this worker, or a :class:`ReleaseError` saying what is missing."""
     environ = dict(os.environ if environ is None else environ)
-    variable = "HF_HUB_CACHE" if model.target == "hf-hub" else "TORCH_HOME"
+    variable = CACHE_VARIABLES[model.target]
     if not environ.get(variable):
         raise ReleaseError(f"{variable} is not set: model {model.name} has no cache to load from.")
     cache = Path(environ[variable])
-    if model.target == "hf-hub":
+    if model.target == HF_HUB_TARGET:
         path = _hub_snapshot(model, cache)
     else:
         path = cache / model.document["filename"] if "filename" in model.document else cache

@@ -5,6 +5,7 @@ import sys
 
 from podenv.boot.report import ReadyRelease
 from podenv.errors import BootError
+from podenv.layout import CACHE_VARIABLES, RELEASE_FILE, VIEW_DIRS
 from podenv.settings import RELEASE
 
 TELEMETRY_OFF = {
@@ -22,14 +23,14 @@ def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, s
     prefix = str(ready.env_prefix)
     env["PATH"] = os.pathsep.join([f"{prefix}/bin", f"{prefix}/local/bin", base.get("PATH", "/usr/bin:/bin")])
     env["CONDA_PREFIX"] = prefix
-    env["HF_HUB_CACHE"] = str(ready.directory / "hf-hub")
-    env["TORCH_HOME"] = str(ready.directory / "torch")
+    for target, variable in CACHE_VARIABLES.items():
+        env[variable] = str(ready.directory / VIEW_DIRS[target])
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     # Libraries the plugins import phone home unless told not to (onnxruntime, under pyannote,
     # connects to Microsoft's telemetry endpoint at import on Linux).
     env.update(TELEMETRY_OFF)
-    env[RELEASE.name] = str(ready.directory / "release.json")
+    env[RELEASE.name] = str(ready.directory / RELEASE_FILE)
     env.pop("PYTHONHOME", None)
     # The store's credentials were for boot; the handler and its model code never need them.
     for name in STORE_CREDENTIALS:

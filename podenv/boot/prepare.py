@@ -11,6 +11,7 @@ from podenv.boot.space import check_space
 from podenv.boot.views import build_view
 from podenv.boot.warm import local_release, pinned_warm, warmed_manifest
 from podenv.errors import BootError, StoreError
+from podenv.layout import ENV_TARGET, VIEW_DIRS
 from podenv.log import get_logger
 from podenv.resolve import Target, channel_target, check_names, load_manifest, pinned_target
 from podenv.store import Store
@@ -154,4 +155,6 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
     report.version, report.digest = marker["version"], marker["digest"]
     directory = volume.release_dir(options.env_name, marker["version"])
     report.phases["total"] = round(time.monotonic() - started, 4)
-    return ReadyRelease(directory, (directory / "env").resolve(), marker["version"], marker["digest"])
+    return ReadyRelease(
+        directory, (directory / VIEW_DIRS[ENV_TARGET]).resolve(), marker["version"], marker["digest"]
+    )

@@ -4,6 +4,7 @@ import os
 import time
 from pathlib import Path
 
+from podenv.layout import ENV_TARGET, HF_HUB_TARGET, RELEASE_FILE, VIEW_DIRS
 from podenv.manifest import Manifest
 from podenv.volume import MARKER, RELEASE_MARKER, Volume, write_marker
 
@@ -16,19 +17,20 @@ def _link(link: Path, target: Path) -> None:
 def build_view(volume: Volume, manifest: Manifest, staging: Path) -> None:
     """Write the release directory into ``staging`` (renamed into place by the caller)."""
     staging.mkdir()
-    (staging / "release.json").write_bytes(manifest.canonical_bytes())
+    (staging / RELEASE_FILE).write_bytes(manifest.canonical_bytes())
     for layer in manifest.layers:
         layer_dir = volume.layer_dir(layer.digest)
-        if layer.target == "env":
-            _link(staging / "env", layer_dir)
-        elif layer.target == "hf-hub":
+        view = staging / VIEW_DIRS[layer.target]
+        if layer.target == ENV_TARGET:
+            _link(view, layer_dir)
+        elif layer.target == HF_HUB_TARGET:
             for entry in sorted(layer_dir.iterdir()):
                 if entry.name != MARKER:
-                    _link(staging / "hf-hub" / entry.name, entry)
+                    _link(view / entry.name, entry)
         else:
             for path in sorted(layer_dir.rglob("*")):
                 if path.is_file() and path.name != MARKER:
-                    _link(staging / "torch" / path.relative_to(layer_dir), path)
+                    _link(view / path.relative_to(layer_dir), path)
     marker = {"name": manifest.name, "version": manifest.version, "digest": manifest.digest}
     marker.update(layers=[layer.digest for layer in manifest.layers], installed_at=time.time())
     write_marker(staging, marker, RELEASE_MARKER)

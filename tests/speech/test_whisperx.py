@@ -237,8 +237,8 @@ def test_a_missing_model_cache_stops_the_worker(release, speech_python, tmp_path
             worker.start()
         failures = [event for event in worker.log_events() if event.get("event") == "worker_failed"]
         assert len(failures) == 1, worker.log_text()
-        assert f"model {model} " in failures[0]["message"]
-        assert "never downloads" in failures[0]["message"]
+        assert f"model {model} " in failures[0]["msg"]
+        assert "never downloads" in failures[0]["msg"]
         assert recorder.attempts == []
 
 

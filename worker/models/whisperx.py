@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from worker.audio import InputError
+from worker.layout import HF_HUB_TARGET, TORCH_HUB_TARGET
 from worker.models.base import JobContext, ModelFiles, Plugin, PluginInput, PluginOutput
 
 SAMPLE_RATE = 16_000
@@ -76,7 +77,7 @@ class _Layers:
 def _role(model: ModelFiles) -> str:
     role = model.options.get("role")
     if role is None:
-        role = "asr" if model.target == "hf-hub" else "align"
+        role = "asr" if model.target == HF_HUB_TARGET else "align"
     if role not in _ROLES:
         raise ModelSetupError(f"model {model.name}: options.role '{role}' is not one of {', '.join(_ROLES)}.")
     return role
@@ -178,7 +179,7 @@ def load_aligner(language: str, model: ModelFiles, device: str) -> tuple[Any, di
     import torchaudio
     import whisperx
 
-    if model.target == "torch-hub":
+    if model.target == TORCH_HUB_TARGET:
         name = model.id.split("/", 1)[-1]
         if not model.id.startswith("torchaudio/") or name not in torchaudio.pipelines.__all__:
             raise ModelSetupError(
