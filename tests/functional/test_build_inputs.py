@@ -25,6 +25,7 @@ def write_spec(path: Path, **fields: object) -> Path:
     return path
 
 
+@pytest.mark.contract
 def test_unhashed_pypi_packages_are_refused_unless_allowed(tmp_path: Path) -> None:
     lock = tmp_path / "pixi.lock"
     text = REFERENCE_LOCK.read_text()
@@ -41,6 +42,7 @@ def test_unhashed_pypi_packages_are_refused_unless_allowed(tmp_path: Path) -> No
     assert not prefix.exists()
 
 
+@pytest.mark.contract
 def test_a_lock_without_the_environment_says_to_run_pixi_lock(tmp_path: Path) -> None:
     with pytest.raises(LockError, match=r"run `pixi lock`"):
         install_env(REFERENCE_LOCK, "tts", "linux-64", tmp_path / "prefix", tmp_path / "cache")

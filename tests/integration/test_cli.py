@@ -134,6 +134,7 @@ def test_manifest_command(tmp_path: Path) -> None:
     assert "release manifest is invalid at $.layers[0].digest" in refused.stderr
 
 
+@pytest.mark.contract
 def test_plan_prints_every_package_and_flags_sdists() -> None:
     result = podenv("plan", str(REFERENCE_LOCK), "--env", "default", "--platform", "linux-64")
 
@@ -145,6 +146,7 @@ def test_plan_prints_every_package_and_flags_sdists() -> None:
     assert lines[-1].startswith("# 41 conda and 89 PyPI packages; 5 flagged")
 
 
+@pytest.mark.contract
 def test_plan_json_and_refusal() -> None:
     as_json = podenv("plan", str(REFERENCE_LOCK), "--env", "default", "--json")
     missing = podenv("plan", str(REFERENCE_LOCK), "--env", "tts")

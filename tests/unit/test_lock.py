@@ -30,6 +30,7 @@ def v7_lock(reference_lock: Path, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.contract
 def test_v6_lock_written_by_pixi(reference_lock: Path) -> None:
     plan = read_plan(reference_lock, "default", "linux-64")
 
@@ -43,6 +44,7 @@ def test_v6_lock_written_by_pixi(reference_lock: Path) -> None:
     assert {p.name for p in plan.pypi if p.kind == "sdist"} == SDISTS
 
 
+@pytest.mark.contract
 def test_v7_lock_gives_the_same_plan(reference_lock: Path, v7_lock: Path) -> None:
     v6 = read_plan(reference_lock, "default", "linux-64")
     v7 = read_plan(v7_lock, "default", "linux-64")
@@ -61,17 +63,20 @@ def test_v5_lock() -> None:
     assert plan.cuda == "12"
 
 
+@pytest.mark.contract
 def test_other_platforms_of_the_same_lock(reference_lock: Path) -> None:
     plan = read_plan(reference_lock, "default", "osx-arm64")
     assert plan.platform == "osx-arm64"
     assert all(p.subdir in ("osx-arm64", "noarch") for p in plan.conda)
 
 
+@pytest.mark.contract
 def test_missing_environment_names_the_ones_there(reference_lock: Path) -> None:
     with pytest.raises(LockError, match=r"no environment 'tts' \(it has: default\).*run `pixi lock`"):
         read_plan(reference_lock, "tts", "linux-64")
 
 
+@pytest.mark.contract
 def test_missing_platform_names_the_ones_there(reference_lock: Path) -> None:
     with pytest.raises(
         LockError, match=r"no packages for linux-aarch64 \(it has: linux-64, osx-64.*pixi lock"
@@ -105,6 +110,7 @@ def test_cuda_requirement(virtual: list[str], specs: list[str], expected: str | 
     assert cuda_requirement(virtual, specs) == expected
 
 
+@pytest.mark.contract
 def test_json_plan_marks_sdists(reference_lock: Path) -> None:
     document = json.loads(json.dumps(read_plan(reference_lock, "default", "linux-64").to_json()))
     kinds = {entry["name"]: entry["kind"] for entry in document["pypi"]}

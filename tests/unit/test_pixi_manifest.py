@@ -41,6 +41,7 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA.read_text())
 
 
+@pytest.mark.contract
 def test_manifest_is_valid_against_pixis_schema(manifest: dict[str, Any], schema: dict[str, Any]) -> None:
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
@@ -48,6 +49,7 @@ def test_manifest_is_valid_against_pixis_schema(manifest: dict[str, Any], schema
     assert not errors, "\n".join(f"{error.json_path}: {error.message}" for error in errors)
 
 
+@pytest.mark.contract
 def test_the_schema_check_catches_a_wrong_manifest(manifest: dict[str, Any], schema: dict[str, Any]) -> None:
     broken = {**manifest, "system-requirements": {"cuda": ""}, "no-such-table": {}}
     validator = jsonschema.validators.validator_for(schema)(schema)
