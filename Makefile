@@ -18,6 +18,9 @@ demo: setup
 lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+	$(UV) run --frozen snakefmt --check .
+	$(UV) run --frozen snakemake --lint --quiet
 
 test: lint
 	$(UV) run --frozen pytest

@@ -14,7 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from podenv.archive import ArchiveEntry, ArchiveInfo, write_archive
 from podenv.errors import PodenvError
@@ -78,7 +78,7 @@ class _DownloadReporter:
 
 
 def _install_conda(plan: InstallPlan, lock_path: Path, prefix: Path, cache_dir: Path) -> None:
-    from rattler import install
+    from rattler import InstallerReporter, install
 
     records = conda_records(lock_path, plan.environment, plan.platform)
     reporter = _DownloadReporter(sum(p.size or 0 for p in plan.conda) or None)
@@ -89,7 +89,8 @@ def _install_conda(plan: InstallPlan, lock_path: Path, prefix: Path, cache_dir: 
             target_prefix=prefix,
             cache_dir=cache_dir / "pkgs",
             execute_link_scripts=False,
-            reporter=reporter,
+            # rattler calls the callbacks a reporter has; its Protocol lists every one.
+            reporter=cast("InstallerReporter", reporter),
         )
     )
     summary = reporter.progress.finish()

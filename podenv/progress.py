@@ -39,10 +39,6 @@ class ProgressSummary:
     done: int
     seconds: float
 
-    @property
-    def rate(self) -> float:
-        return self.done / self.seconds if self.seconds > 0 else 0.0
-
 
 class Progress:
     """Thread-safe byte counter that logs at most once per ``interval`` seconds.
@@ -71,7 +67,7 @@ class Progress:
     def _report(self, now: float) -> None:
         elapsed = max(now - self._start, 1e-9)
         rate = self.done / elapsed
-        fields = {"bytes": self.done, "rate_bytes_per_s": int(rate)}
+        fields: dict[str, float] = {"bytes": self.done, "rate_bytes_per_s": int(rate)}
         line = f"{self.label}: {human_bytes(self.done)}"
         if self.total:
             remaining = max(self.total - self.done, 0)

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import zstandard
 
@@ -80,7 +81,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
                 f"archive has an extended header of {self.size} bytes (at most {HEADER_LIMIT} are read); "
                 "refusing to extract."
             )
-        return super()._proc_member(tarfile_)
+        return super()._proc_member(tarfile_)  # type: ignore[misc]  # tarfile's private hook, untyped
 
 
 @dataclass(frozen=True)
@@ -420,7 +421,7 @@ class _Decompressor:
     def _run(self) -> None:
         try:
             stream = zstandard.ZstdDecompressor().stream_reader(
-                self._source, read_size=READ_SIZE, read_across_frames=True
+                cast(BinaryIO, self._source), read_size=READ_SIZE, read_across_frames=True
             )
             while not self._stopping.is_set() and (chunk := stream.read(READ_SIZE)):
                 self._put(chunk)
@@ -466,7 +467,7 @@ def _read_members(source: _HashingChunkReader, extraction: _Extraction) -> None:
     decompressed = _Decompressor(source)
     try:
         with tarfile.open(
-            fileobj=decompressed, mode="r|", bufsize=_TAR_BUFFER, tarinfo=_BoundedTarInfo
+            fileobj=cast(BinaryIO, decompressed), mode="r|", bufsize=_TAR_BUFFER, tarinfo=_BoundedTarInfo
         ) as tar:
             for member in tar:
                 extraction.add(tar, member)

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 import zstandard
 
@@ -155,10 +155,10 @@ def write_archive(
         with open(temporary, "wb") as raw:
             sink = _HashingWriter(raw)
             with (
-                compressor.stream_writer(sink, closefd=False) as compressed,
+                compressor.stream_writer(cast(BinaryIO, sink), closefd=False) as compressed,
                 # Plain "w" writes each header and block straight into zstd, which buffers;
                 # the stream mode's own buffer costs a copy of itself on every write.
-                tarfile.open(
+                tarfile.open(  # type: ignore[call-overload]  # typeshed lacks TarFile's copybufsize
                     fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT, copybufsize=_COPY_BUFFER
                 ) as tar,
             ):

@@ -3,6 +3,7 @@
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from podenv.layout import ENV_TARGET, HF_HUB_TARGET, RELEASE_FILE, VIEW_DIRS
 from podenv.manifest import Manifest
@@ -31,6 +32,6 @@ def build_view(volume: Volume, manifest: Manifest, staging: Path) -> None:
             for path in sorted(layer_dir.rglob("*")):
                 if path.is_file() and path.name != MARKER:
                     _link(view / path.relative_to(layer_dir), path)
-    marker = {"name": manifest.name, "version": manifest.version, "digest": manifest.digest}
+    marker: dict[str, Any] = {"name": manifest.name, "version": manifest.version, "digest": manifest.digest}
     marker.update(layers=[layer.digest for layer in manifest.layers], installed_at=time.time())
     write_marker(staging, marker, RELEASE_MARKER)

@@ -178,7 +178,13 @@ def _existing_volume(
     return found
 
 
-def ensure_volume(session: Session, spec: DeploySpec, volume: VolumeSpec, sizes: Sizes, listed) -> str:
+def ensure_volume(
+    session: Session,
+    spec: DeploySpec,
+    volume: VolumeSpec,
+    sizes: Sizes,
+    listed: Callable[[], list[dict[str, Any]]],
+) -> str:
     """The id of the datacenter's volume, created or grown to the size the release needs."""
     name = f"{spec.endpoint}-{volume.datacenter.lower()}"
     size = volume.size_gb or sizes.volume_gb

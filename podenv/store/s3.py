@@ -222,7 +222,7 @@ class S3Backend:
 
     def list_keys(self, prefix: str) -> list[str]:
         paginator = self._client.get_paginator("list_objects_v2")
-        keys = []
+        keys: list[str] = []
         with self._translated_errors(prefix):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
                 keys.extend(item["Key"] for item in page.get("Contents", []))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -76,8 +76,14 @@ class JobContext:
             return fetch_audio(source, self.workdir, field_name)
 
 
-class Plugin(ABC):
-    """A model family the worker can serve. One instance per worker, loaded once at startup."""
+RequestT = TypeVar("RequestT", bound=PluginInput)
+
+
+class Plugin(ABC, Generic[RequestT]):
+    """A model family the worker can serve. One instance per worker, loaded once at startup.
+
+    ``RequestT`` is the plugin's own ``Input`` class: ``class Demo(Plugin[DemoInput])``.
+    """
 
     name: ClassVar[str]
     Input: ClassVar[type[PluginInput]]
@@ -89,7 +95,7 @@ class Plugin(ABC):
         """Load every model into memory on ``device``. Never downloads: the files are given."""
 
     @abstractmethod
-    def run(self, request: PluginInput, context: JobContext) -> PluginOutput:
+    def run(self, request: RequestT, context: JobContext) -> PluginOutput:
         """Serve one validated request."""
 
     @classmethod

@@ -30,7 +30,7 @@ def tone_wav(frequency: float, seconds: float) -> bytes:
     )
 
 
-class DemoPlugin(Plugin):
+class DemoPlugin(Plugin[DemoInput]):
     name: ClassVar[str] = "demo"
     Input = DemoInput
     thread_safe: ClassVar[bool] = True

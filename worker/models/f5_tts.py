@@ -160,7 +160,7 @@ def _wav_bytes(samples: Any, rate: int) -> bytes:
     return buffer.getvalue()
 
 
-class F5TTSPlugin(Plugin):
+class F5TTSPlugin(Plugin[F5TTSInput]):
     name: ClassVar[str] = "f5_tts"
     Input = F5TTSInput
     # f5-tts keeps module-level caches and seeds torch's global generator: one job at a time.

@@ -103,7 +103,9 @@ def _nltk_root(model: ModelFiles) -> Path:
 
 def classify(models: list[ModelFiles]) -> _Layers:
     """The release's layers by role, checked without importing any model library."""
-    asr, align, nltk_roots = [], {}, []
+    asr: list[ModelFiles] = []
+    align: dict[str, ModelFiles] = {}
+    nltk_roots: list[Path] = []
     for model in models:
         role = _role(model)
         if role == "asr":
@@ -199,7 +201,7 @@ def _number(value: Any) -> float | None:
 
 
 def _segment(segment: dict[str, Any]) -> dict[str, Any]:
-    described = {
+    described: dict[str, Any] = {
         "start": _number(segment.get("start")),
         "end": _number(segment.get("end")),
         "text": str(segment.get("text", "")).strip(),
@@ -217,7 +219,7 @@ def _segment(segment: dict[str, Any]) -> dict[str, Any]:
     return described
 
 
-class WhisperXPlugin(Plugin):
+class WhisperXPlugin(Plugin[WhisperXInput]):
     name: ClassVar[str] = "whisperx"
     Input = WhisperXInput
     # whisperx's pipeline keeps per-call state (tokenizer, options): one job at a time.
