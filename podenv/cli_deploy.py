@@ -1,36 +1,38 @@
 """`podenv deploy`: a deploy file and a release -> a RunPod serverless endpoint serving it."""
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podenv.log import get_logger
+
+if TYPE_CHECKING:
+    from podenv.deployfile import DeploySpec
+    from podenv.manifest import Manifest
+    from podenv.runpod.deploy import Session
 
 _log = get_logger("deploy")
 _IMAGE_BY_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 
 
-def _release(arguments: argparse.Namespace, spec: Any):
-    """The release to pin: --version, or the one --channel points at now (boot's own resolver)."""
-    from podenv.resolve import ReleaseOptions, Target, channel_target, check_names, load_manifest
+def _release(arguments: argparse.Namespace, spec: DeploySpec) -> Manifest:
+    """The release to pin: --version, or the one --channel points at now (boot's own resolution)."""
+    from podenv.resolve import ReleaseOptions, check_names, load_manifest, resolve_target
     from podenv.store import open_store
 
     store = open_store(arguments.store or spec["store"])
     options = ReleaseOptions(
-        root=Path("."),
-        env=spec.env,
-        store_url=store.url,
-        version=arguments.version,
-        channel=arguments.channel,
+        env=spec.env, store_url=store.url, version=arguments.version, channel=arguments.channel
     )
     check_names(options)
-    if arguments.version:
-        return load_manifest(store, spec.env, Target(arguments.version, None, "pinned"))
-    pointer = store.read_channel(spec.env, arguments.channel)
-    return load_manifest(store, spec.env, channel_target(options, pointer.data if pointer else None))
+    pointer = None if options.pinned else store.read_channel(spec.env, arguments.channel)
+    target = resolve_target(options, store, pointer.data if pointer else None)
+    return load_manifest(store, spec.env, target)
 
 
 def _image(arguments: argparse.Namespace, spec: Any) -> str:
@@ -48,7 +50,7 @@ def _image(arguments: argparse.Namespace, spec: Any) -> str:
     return image
 
 
-def _session(arguments: argparse.Namespace):
+def _session(arguments: argparse.Namespace) -> Session:
     from podenv.runpod.api import RunPodAPI
     from podenv.runpod.deploy import DeployError, Session
 

@@ -23,7 +23,7 @@ from podenv.errors import PodenvError
 from podenv.log import get_logger
 from podenv.manifest import Manifest
 from podenv.progress import human_bytes
-from podenv.resolve import ReleaseOptions, Target, channel_target, check_names, names_are_valid, pinned_target
+from podenv.resolve import ReleaseOptions, check_names, names_are_valid, resolve_target
 from podenv.store import Store
 
 _log = get_logger("doctor")
@@ -106,13 +106,6 @@ def check_store(findings: _Findings) -> CheckResult:
     return passed("store", f"{store.url} (endpoint {endpoint}) answered with these credentials: {seen}")
 
 
-def _target(findings: _Findings, store: Store) -> Target:
-    """Boot's own resolution: the pin, or the channel pointer the store check read."""
-    return pinned_target(findings.options, lambda: store) or channel_target(
-        findings.options, findings.pointer
-    )
-
-
 def check_release(findings: _Findings) -> CheckResult:
     from podenv.resolve import load_manifest
 
@@ -123,7 +116,7 @@ def check_release(findings: _Findings) -> CheckResult:
         return skipped("release", "the store failed: the release cannot be read")
     try:
         check_names(options)
-        target = _target(findings, store)
+        target = resolve_target(options, store, findings.pointer)
         manifest = load_manifest(store, options.env, target)
     except PodenvError as error:
         return failed_with("release", error, f"list what is published with `podenv releases {options.env}`")

@@ -27,7 +27,7 @@ DEFAULT_CHANNEL = settings.CHANNEL.default or "stable"
 class ReleaseOptions:
     """Which release, from which store, onto which volume, with how much room."""
 
-    root: Path
+    root: Path = Path(settings.ROOT.default or "")
     env: str | None = None
     store_url: str | None = None
     version: str | None = None
@@ -116,6 +116,11 @@ def channel_target(options: ReleaseOptions, pointer: bytes | None) -> Target:
             f"channel {channel} of {env} in {options.store_url} is not a channel pointer",
             fix=f"move it again with `podenv promote {env} VERSION --channel {channel}`.",
         ) from None
+
+
+def resolve_target(options: ReleaseOptions, store: Store, pointer: bytes | None) -> Target:
+    """The pinned release, else the one the channel's ``pointer`` names."""
+    return pinned_target(options, lambda: store) or channel_target(options, pointer)
 
 
 def load_manifest(store: Store, env: str, target: Target) -> Manifest:
