@@ -42,8 +42,8 @@ def run_boot(arguments: argparse.Namespace) -> int:
             with suppress(OSError):
                 write_report(options.root, report)
         raise failure from None
-    report_path = write_report(options.root, report)
-    fields = {**report.to_json(), "report": str(report_path)}
+    written = write_report(options.root, report)
+    fields = {**report.to_json(), "report": str(written)}
     _log.info(summary_line(report), extra={"fields": fields, "text_fields": ("report",)})
     if arguments.exec_argv:
         from podenv.volume import Volume, hold_in_use

@@ -14,7 +14,9 @@ from podenv.log import get_logger
 if TYPE_CHECKING:
     from podenv.deployfile import DeploySpec
     from podenv.manifest import Manifest
+    from podenv.runpod.api import RunPodAPI
     from podenv.runpod.deploy import Session
+    from podenv.runpod.warm import VolumeTarget
 
 _log = get_logger("deploy")
 _IMAGE_BY_DIGEST = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
@@ -138,7 +140,9 @@ def register(commands: Any) -> None:
 # podenv warm
 
 
-def _volume_targets(arguments: argparse.Namespace, spec: Any, pairs: list[tuple[str, str]] | None):
+def _volume_targets(
+    arguments: argparse.Namespace, spec: Any, pairs: list[tuple[str, str]] | None
+) -> list[VolumeTarget]:
     """(datacenter, volume id, endpoint URL) of each volume: ids from the file or RunPod's API."""
     from podenv.runpod.deploy import DeployError, Session, ensure_volume
     from podenv.runpod.sizing import sizes_for
@@ -153,14 +157,18 @@ def _volume_targets(arguments: argparse.Namespace, spec: Any, pairs: list[tuple[
 
         def volumes() -> list[Any]:
             nonlocal listed
+            assert session is not None  # opened because a volume has no id
             listed = listed if listed is not None else session.listed("/v2/network-volumes", "networkVolumes")
             return listed
 
+        def volume_id(volume: Any) -> str:
+            if volume.id is not None:
+                return str(volume.id)
+            assert session is not None  # opened because a volume has no id
+            return ensure_volume(session, spec, volume, sizes, volumes)
+
         sizes = sizes_for(arguments.manifest, spec["placement"], True)
-        pairs = [
-            (volume.datacenter, volume.id or ensure_volume(session, spec, volume, sizes, volumes))
-            for volume in spec.volumes
-        ]
+        pairs = [(volume.datacenter, volume_id(volume)) for volume in spec.volumes]
         if session is not None and session.calls:
             # What a deploy would change first: a volume to create, or one too small to grow.
             raise DeployError(f"first `podenv deploy {spec.path}`: it would {session.calls[0].why}.")
@@ -170,7 +178,7 @@ def _volume_targets(arguments: argparse.Namespace, spec: Any, pairs: list[tuple[
     ]
 
 
-def _api(arguments: argparse.Namespace):
+def _api(arguments: argparse.Namespace) -> RunPodAPI:
     from podenv.runpod.api import RunPodAPI
     from podenv.runpod.deploy import DeployError
 
@@ -182,7 +190,13 @@ def _api(arguments: argparse.Namespace):
     return RunPodAPI(key, arguments.api_url)
 
 
-def warm_volumes(arguments: argparse.Namespace, spec: Any, manifest: Any, store: Any, pairs=None) -> None:
+def warm_volumes(
+    arguments: argparse.Namespace,
+    spec: Any,
+    manifest: Any,
+    store: Any,
+    pairs: list[tuple[str, str]] | None = None,
+) -> None:
     """Warm the deploy file's volumes (or ``pairs``: (datacenter, volume id)) with ``manifest``."""
     from podenv.runpod.deploy import DeployError
     from podenv.runpod.warm import warm
