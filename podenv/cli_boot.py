@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from podenv import settings
+from podenv.cli_store import Subcommands
 from podenv.log import get_logger
 
 _log = get_logger("boot")
@@ -154,7 +155,7 @@ def _add_release_choice(parser: argparse.ArgumentParser) -> None:
     _add_root(parser)
 
 
-def register(commands: Any) -> None:
+def register(commands: Subcommands) -> None:
     boot = commands.add_parser(
         "boot", help="install a release onto the volume (once, verified) and exec the worker"
     )
@@ -185,7 +186,7 @@ def register(commands: Any) -> None:
     _register_doctor(commands)
 
 
-def _register_doctor(commands: Any) -> None:
+def _register_doctor(commands: Subcommands) -> None:
     doctor = commands.add_parser(
         "doctor", help="check the store, release, volume and driver a boot needs; one PASS/FAIL line each"
     )

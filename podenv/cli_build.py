@@ -4,9 +4,8 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-from podenv.cli_store import add_store_option, open_store_of
+from podenv.cli_store import Subcommands, add_store_option, open_store_of
 from podenv.log import get_logger
 from podenv.progress import Progress
 
@@ -136,7 +135,7 @@ def run_lock(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: Any) -> None:
+def register(commands: Subcommands) -> None:
     """Add ``env``, ``code``, ``model``, ``release`` and ``publish`` to the podenv parser."""
     lock = commands.add_parser("lock", help="write pixi.lock with pixi (the only command that needs pixi)")
     lock.add_argument("--manifest", default="pixi.toml")

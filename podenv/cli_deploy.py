@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from podenv.cli_store import Subcommands
 from podenv.log import get_logger
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def run_deploy(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: Any) -> None:
+def register(commands: Subcommands) -> None:
     from podenv.runpod.api import DEFAULT_API_URL
 
     deploy = commands.add_parser(
@@ -242,7 +243,7 @@ def run_warm(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def register_warm(commands: Any) -> None:
+def register_warm(commands: Subcommands) -> None:
     warm = commands.add_parser(
         "warm", help="put a release into each datacenter's network volume (RunPod's S3 volume API)"
     )

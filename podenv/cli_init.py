@@ -2,8 +2,8 @@
 
 import argparse
 from pathlib import Path
-from typing import Any
 
+from podenv.cli_store import Subcommands
 from podenv.log import get_logger
 
 _log = get_logger("init")
@@ -24,7 +24,7 @@ def run_init(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: Any) -> None:
+def register(commands: Subcommands) -> None:
     init = commands.add_parser(
         "init", help="scaffold a new model: env, pixi feature, plugin with its test, deploy file"
     )

@@ -4,7 +4,7 @@ import argparse
 import json
 from typing import Any
 
-from podenv.cli_store import add_store_option, open_store_of
+from podenv.cli_store import Subcommands, add_store_option, open_store_of
 from podenv.errors import NotFoundError
 from podenv.progress import human_bytes
 
@@ -117,7 +117,7 @@ def run_history(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: Any) -> None:
+def register(commands: Subcommands) -> None:
     def command(name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("name", help="env name")

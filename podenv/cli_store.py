@@ -1,10 +1,15 @@
-"""The ``--store`` option every store-reading subcommand takes, and the store it opens."""
+"""What the subcommand modules share: the ``--store`` option and the store it opens, and the
+type of the subcommand table they register into."""
 
 import argparse
+from typing import TypeAlias
 
 from podenv.errors import PodenvError
 from podenv.settings import STORE
 from podenv.store import Store
+
+# What `ArgumentParser.add_subparsers()` returns (argparse names the class privately).
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def add_store_option(parser: argparse.ArgumentParser) -> None:
