@@ -17,9 +17,12 @@ BOOT_SIDE = (
     "podenv.resolve",
     "podenv.volume",
     "podenv.relocate",
+    "podenv.heartbeat",
 )
 # The build box's modules: they need py-rattler, conda-pack, uv, huggingface_hub.
 BUILD_SIDE = (
+    "podenv.buildconfig",
+    "podenv.codelayer",
     "podenv.envbuild",
     "podenv.envspec",
     "podenv.lock",
