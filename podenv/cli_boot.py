@@ -80,6 +80,41 @@ def run_gc(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_verify(arguments: argparse.Namespace) -> int:
+    from podenv.boot.warm import local_release
+    from podenv.errors import IntegrityError, NotFoundError
+    from podenv.fileio import read_file_chunks
+    from podenv.manifest import Manifest
+    from podenv.store import open_store
+    from podenv.verify import verify_layer
+    from podenv.volume import Volume
+
+    volume = Volume(Path(arguments.root))
+    marker = local_release(volume, arguments.env, arguments.version)
+    if marker is None:
+        raise NotFoundError(f"release {arguments.env} {arguments.version} is not installed on {volume.root}")
+    manifest = Manifest.from_bytes(
+        (volume.release_dir(arguments.env, arguments.version) / "release.json").read_bytes()
+    )
+    if manifest.digest != marker["digest"]:
+        raise IntegrityError(
+            f"the installed release.json of {arguments.env} {arguments.version} is not the one installed"
+        )
+    failed = 0
+    for layer in manifest.layers:
+        cached = volume.blob_path(layer.digest)
+        if cached.is_file():
+            chunks = read_file_chunks(cached)
+        elif arguments.store:
+            chunks = open_store(arguments.store).read_blob(layer.digest, expected_size=layer.size)
+        else:
+            raise NotFoundError(f"layer {layer.name}'s blob is not cached on the volume", fix="give --store.")
+        check = verify_layer(volume, layer, chunks)
+        print(check.line)
+        failed += bool(check.differences)
+    return IntegrityError.exit_code if failed else 0
+
+
 def run_doctor(arguments: argparse.Namespace) -> int:
     from podenv.doctor import report, run_checks
     from podenv.resolve import ReleaseOptions
@@ -182,6 +217,19 @@ def register(commands: Subcommands) -> None:
     _add_root(gc)
     _add_lease_timeout(gc)
     gc.set_defaults(run=run_gc)
+
+    verify = commands.add_parser(
+        "verify", help="re-hash an installed release's layers against their archives (one line per layer)"
+    )
+    _add_root(verify)
+    verify.add_argument(
+        "--env", type=_not_empty, default=settings.ENV.read(), help="the env (default $PODENV_ENV)"
+    )
+    verify.add_argument("--version", type=_not_empty, required=True, help="the installed version")
+    verify.add_argument(
+        "--store", type=_not_empty, default=settings.STORE.read(), help="for blobs not cached"
+    )
+    verify.set_defaults(run=run_verify)
 
     _register_doctor(commands)
 

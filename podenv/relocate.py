@@ -116,18 +116,24 @@ def _replace_binary(data: bytes, placeholder: bytes, new_prefix: bytes, path: st
     return pattern.sub(padded, data)
 
 
+def relocated(data: bytes, relocation: Relocation, new_prefix: str) -> bytes:
+    """``data`` (a file's bytes as packed) as it reads once relocated to ``new_prefix``."""
+    placeholder = relocation.placeholder.encode()
+    if placeholder not in data:
+        return data
+    if relocation.mode == "binary":
+        return _replace_binary(data, placeholder, new_prefix.encode(), relocation.path)
+    return data.replace(placeholder, new_prefix.encode())
+
+
 def relocate_file(prefix: Path, relocation: Relocation, new_prefix: str) -> bool:
     """Rewrite one file; returns whether it changed. Writes in place (the tree is private)."""
     path = prefix / relocation.path
     with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as stream:
-        data = stream.read()
-    placeholder = relocation.placeholder.encode()
-    if placeholder not in data:
+        original = stream.read()
+    data = relocated(original, relocation, new_prefix)
+    if data is original:
         return False
-    if relocation.mode == "binary":
-        data = _replace_binary(data, placeholder, new_prefix.encode(), relocation.path)
-    else:
-        data = data.replace(placeholder, new_prefix.encode())
     mode = path.stat().st_mode
     temporary = path.with_name(f".{path.name}.relocating")
     temporary.write_bytes(data)

@@ -194,3 +194,49 @@ def test_a_corrupt_cached_blob_is_removed_and_the_next_boot_fetches_it_again(
     repaired = _boot(release, root, env)
     assert repaired.returncode == 0, repaired.stderr[-3000:]
     assert repaired.stdout.strip() == "hello-from-g1"
+
+
+PLACEHOLDER = "/opt/" + "placehold_" * 10
+
+
+def test_verify_rehashes_an_installed_layer_against_its_archive(
+    seaweed: SeaweedServer, tmp_path: Path, env: dict[str, str], s3env
+) -> None:
+    """Relocated files compare equal (relocated in memory); a changed and an added file do not."""
+    tree = write_small_env(tmp_path / "tree", "v1")
+    (tree / "bin" / "tool").write_text(f"#!{PLACEHOLDER}/bin/python\n")
+    (tree / "conda-meta").mkdir()
+    relocations = {"prefixes": [["bin/tool", PLACEHOLDER, "text"]]}
+    (tree / "conda-meta" / "podenv-relocations.json").write_text(json.dumps(relocations))
+    (tree / "lib").mkdir()
+    (tree / "lib" / "link").symlink_to("../VERSION")
+    store = f"s3://{seaweed.bucket}/verify-{os.urandom(6).hex()}"
+    release = publish_release(store, "verified", "v1", [LayerSource("env", tree)], tmp_path / "w")
+    root = tmp_path / "volume"
+    assert _boot(release, root, env).returncode == 0
+    layer_dir = root / "layers" / release.layer("env").digest.removeprefix("sha256:")
+    assert PLACEHOLDER not in (layer_dir / "bin" / "tool").read_text()
+    verify = [
+        *PODENV,
+        "verify",
+        "--root",
+        str(root),
+        "--env",
+        "verified",
+        "--version",
+        "v1",
+        "--store",
+        store,
+    ]
+
+    clean = run(verify, env)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    assert clean.stdout.startswith("OK   layer env")
+
+    (layer_dir / "share" / "data-001.txt").write_text("changed\n")
+    (layer_dir / "share" / "planted.txt").write_text("x\n")
+    changed = run(verify, env)
+    assert changed.returncode == 7, changed.stderr[-2000:]
+    assert "2 differences" in changed.stdout
+    assert "share/data-001.txt: content differs" in changed.stdout
+    assert "share/planted.txt: not in the layer" in changed.stdout
