@@ -227,8 +227,7 @@ class RangedReader:
             return window
         rate = (len(span.data) - received) / elapsed
         if rate < self._transfer.min_rate:
-            raise _Failed(
-                f"trickled {human_bytes(len(span.data) - received)} in {elapsed:.0f}s, "
-                f"under the minimum of {human_bytes(self._transfer.min_rate)}/s"
-            )
+            # The same words on every try, so that repeated trickles read as one cause.
+            minimum = human_bytes(self._transfer.min_rate)
+            raise _Failed(f"trickled: under {minimum}/s over {self._transfer.read_timeout:.0f}s")
         return now, len(span.data)
