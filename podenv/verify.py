@@ -14,6 +14,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, BinaryIO, cast
 
 import zstandard
 
@@ -57,7 +58,7 @@ def _file_digest(path: Path) -> str | None:
     return hasher.hexdigest()
 
 
-def _member_digest(content: tarfile.ExFileObject, relocation: Relocation | None, prefix: str) -> str:
+def _member_digest(content: IO[bytes], relocation: Relocation | None, prefix: str) -> str:
     if relocation is not None:
         return hashlib.sha256(relocated(content.read(), relocation, prefix)).hexdigest()
     hasher = hashlib.sha256()
@@ -111,7 +112,7 @@ def verify_layer(volume: Volume, layer: Layer, chunks: Iterable[bytes]) -> Layer
         check.differences.append("the layer is not installed")
         return check
     source = _HashingChunkReader(chunks, None)
-    decompressed = zstandard.ZstdDecompressor().stream_reader(source, read_across_frames=True)
+    decompressed = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, source), read_across_frames=True)
     with tarfile.open(fileobj=decompressed, mode="r|", tarinfo=_BoundedTarInfo) as tar:
         seen = _compare(check, directory, tar, {})
     source.drain()
