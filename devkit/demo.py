@@ -90,7 +90,11 @@ class Demo:
         """`podenv boot --exec` into the handler's local API, on the channel's release."""
         command = [*PODENV, "boot", "--root", str(self.volume), "--env", NAME, "--store", self.store_url]
         command += ["--channel", CHANNEL, "--exec", "--", "python", "-m", "worker.handler"]
-        environment = self.environment(PODENV_LOG_FORMAT="json", PYTHONUNBUFFERED="1")
+        # The worker's own disk, for placement local (the volume is self.volume).
+        local_root = str(self.workdir / "container-disk")
+        environment = self.environment(
+            PODENV_LOG_FORMAT="json", PYTHONUNBUFFERED="1", PODENV_LOCAL_ROOT=local_root
+        )
         return LocalWorker(command, environment, self.workdir / "logs" / f"{step}.log", cwd=REPOSITORY)
 
     def boot_and_serve(self, step: str, who: str) -> dict[str, Any]:
@@ -107,6 +111,7 @@ class Demo:
             f"boot {boot['version']}: {kind} in {boot['phases']['total']:.2f}s, "
             f"fetched {human_bytes(boot['bytes_fetched'])}; model loaded in {load['seconds']:.2f}s",
         )
+        self.say(step, f"placement {boot['placement']}: env on {boot['env_location']}; models on the volume")
         output = answer["output"]
         self.say("request", f'POST /runsync {{"name": "{who}"}} -> "{output["text"]}" ({output["model"]})')
         return {"boot": boot, "answer": answer}

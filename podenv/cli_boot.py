@@ -27,6 +27,8 @@ def run_boot(arguments: argparse.Namespace) -> int:
         keep_blobs=arguments.keep_blobs,
         lease_timeout=arguments.lease_timeout,
         writers=arguments.writers,
+        placement=arguments.placement,
+        local_root=Path(arguments.local_root),
     )
     report = BootReport(env=arguments.env)
     try:
@@ -120,7 +122,8 @@ def run_doctor(arguments: argparse.Namespace) -> int:
     from podenv.resolve import ReleaseOptions
 
     options = ReleaseOptions(**_release_options(arguments))
-    return report(run_checks(options, driver_cuda=arguments.assume_driver_cuda))
+    local_root = Path(arguments.local_root)
+    return report(run_checks(options, driver_cuda=arguments.assume_driver_cuda, local_root=local_root))
 
 
 def _release_options(arguments: argparse.Namespace) -> dict[str, Any]:
@@ -159,6 +162,15 @@ def _add_root(parser: argparse.ArgumentParser) -> None:
         type=_not_empty,
         default=root.read(),
         help=f"{root.meaning} (${root.name}, default {root.default})",
+    )
+
+
+def _add_local_root(parser: argparse.ArgumentParser) -> None:
+    local_root = settings.LOCAL_ROOT
+    parser.add_argument(
+        "--local-root",
+        default=local_root.read(),
+        help=f"{local_root.meaning} (${local_root.name}, default {local_root.default})",
     )
 
 
@@ -204,6 +216,14 @@ def register(commands: Subcommands) -> None:
         help=f"{writers.meaning} (${writers.name}, default {writers.default})",
     )
     _add_lease_timeout(boot)
+    placement = settings.PLACEMENT
+    boot.add_argument(
+        "--placement",
+        choices=("local", "volume"),
+        default=placement.read(),
+        help=f"{placement.meaning} (${placement.name}, default {placement.default})",
+    )
+    _add_local_root(boot)
     boot.add_argument("--exec", metavar="-- CMD", help="run CMD (everything after --exec --) in the env")
     boot.set_defaults(run=run_boot, exec_argv=None)
 
@@ -239,6 +259,7 @@ def _register_doctor(commands: Subcommands) -> None:
         "doctor", help="check the store, release, volume and driver a boot needs; one PASS/FAIL line each"
     )
     _add_release_choice(doctor)
+    _add_local_root(doctor)
     doctor.add_argument(
         "--assume-driver-cuda",
         metavar="VERSION",

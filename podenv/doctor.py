@@ -77,6 +77,8 @@ class _Findings:
     pointer: bytes | None = None
     manifest: Manifest | None = None
     volume_ok: bool = False
+    # The worker's own disk, where placement=local puts the env (PODENV_LOCAL_ROOT).
+    local_root: Path | None = None
 
 
 # The store and the release
@@ -390,6 +392,40 @@ def check_driver(findings: _Findings) -> CheckResult:
     return passed("driver", f"{driver}; {release} needs CUDA {manifest.cuda}")
 
 
+# Where the env should go
+
+
+def _local_figures(local_root: Path | None):
+    from podenv.placement import measure
+
+    if local_root is None:
+        return None
+    try:
+        local_root.mkdir(parents=True, exist_ok=True)
+        return measure(local_root)
+    except OSError:
+        return None
+
+
+def check_placement(findings: _Findings) -> CheckResult:
+    """Measure the volume and the local disk; say which placement they call for, and why."""
+    from podenv.boot.space import SPACE_MARGIN
+    from podenv.placement import measure, recommend
+
+    if not findings.volume_ok:
+        return skipped("placement", "the volume is not usable: nothing to measure")
+    volume = measure(findings.options.root)
+    local = _local_figures(findings.local_root)
+    manifest = findings.manifest
+    env_bytes = (
+        sum(layer.unpacked_size for layer in manifest.layers if layer.kind == "env") if manifest else None
+    )
+    choice = recommend(volume, local, env_bytes, SPACE_MARGIN)
+    detail = f"volume {volume.line()}; "
+    detail += f"local disk {local.line()}" if local else f"local root {findings.local_root} not writable"
+    return passed("placement", f"{detail}; recommends placement={choice.placement}: {choice.why}")
+
+
 # Running them
 
 
@@ -400,6 +436,7 @@ CHECKS: tuple[Callable[[_Findings], CheckResult], ...] = (
     check_space,
     check_semantics,
     check_driver,
+    check_placement,
 )
 
 
@@ -412,9 +449,11 @@ def _guarded(check: Callable[[_Findings], CheckResult], findings: _Findings) -> 
         return failed(name, f"the check itself broke ({type(error).__name__})", "report this as a podenv bug")
 
 
-def run_checks(options: ReleaseOptions, driver_cuda: str | None = None) -> list[CheckResult]:
+def run_checks(
+    options: ReleaseOptions, driver_cuda: str | None = None, local_root: Path | None = None
+) -> list[CheckResult]:
     """Every check, in order, of what `podenv boot` would do with ``options``."""
-    findings = _Findings(options, driver_cuda)
+    findings = _Findings(options, driver_cuda, local_root=local_root)
     return [_guarded(check, findings) for check in CHECKS]
 
 

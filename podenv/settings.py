@@ -46,6 +46,12 @@ PLACEMENT = Setting(
     "where a release's layers go: `volume` (the network volume) or `local`",
     "boot",
 )
+LOCAL_ROOT = Setting(
+    "PODENV_LOCAL_ROOT",
+    "/podenv-local",
+    "the env's directory on the worker's own (container) disk, with placement `local`",
+    "boot",
+)
 ALLOW_NO_VOLUME = Setting(
     "PODENV_ALLOW_NO_VOLUME",
     None,
@@ -106,6 +112,7 @@ SETTINGS: tuple[Setting, ...] = (
     ROOT,
     WRITERS,
     PLACEMENT,
+    LOCAL_ROOT,
     ALLOW_NO_VOLUME,
     STORE_ATTEMPTS,
     STORE_READ_TIMEOUT,

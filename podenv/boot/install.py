@@ -57,19 +57,19 @@ def _tee(chunks: Iterable[bytes], path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def _extract_layer(
-    store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
-) -> None:
+def unpack_into(
+    destination: Volume, layer: Layer, chunks: Iterable[bytes], options: BootOptions, report: BootReport
+) -> "tuple[bool, ExtractResult]":
+    """Extract ``chunks`` (verified against the layer's digest as they are read, within its
+    declared bytes and files) into private staging on ``destination``, relocate an env to its
+    final path there, mark it and rename it into place. (False, result): another installer won."""
     from podenv.relocate import relocate
 
-    final = volume.layer_dir(layer.digest)
-    staging = volume.new_staging(layer.digest.removeprefix("sha256:")[:16])
+    final = destination.layer_dir(layer.digest)
+    staging = destination.new_staging(layer.digest.removeprefix("sha256:")[:16])
     target = staging / "layer"
-    chunks, blob_partial = _layer_source(store, volume, layer, options.keep_blobs, report)
     try:
-        result = _extract_checked(chunks, target, layer, options, volume, report)
-        if blob_partial is not None:
-            blob_partial.replace(volume.blob_path(layer.digest))
+        result = _extract_limited(chunks, target, layer, options)
         if os.path.lexists(target / MARKER):
             raise UnsafeArchiveError(
                 f"layer {layer.name} holds an entry named {MARKER}, podenv's own marker; "
@@ -80,8 +80,29 @@ def _extract_layer(
         marker = {"digest": layer.digest, "name": layer.name, "files": result.files}
         marker.update(bytes=result.bytes_written, installed_at=time.time())
         write_marker(target, marker)
-        clear_garbled(final, layer_is_installed(volume, layer.digest), f"layer {layer.name}", report)
-        if publish_directory(target, final):
+        clear_garbled(final, layer_is_installed(destination, layer.digest), f"layer {layer.name}", report)
+        return publish_directory(target, final), result
+    finally:
+        getattr(chunks, "close", lambda: None)()  # stop a download still in flight
+        discard(staging)
+
+
+def _extract_layer(
+    store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
+) -> None:
+    chunks, blob_partial = _layer_source(store, volume, layer, options.keep_blobs, report)
+    try:
+        try:
+            published, result = unpack_into(volume, layer, chunks, options, report)
+        except IntegrityError:
+            # A cached blob that fails its digest is removed, so that the next boot fetches it
+            # again instead of failing for ever.
+            if report.layers.get(layer.name) == "blob-cache":
+                volume.blob_path(layer.digest).unlink(missing_ok=True)
+            raise
+        if blob_partial is not None:  # every byte has passed the digest: keep it for others
+            blob_partial.replace(volume.blob_path(layer.digest))
+        if published:
             report.layers.setdefault(layer.name, "installed")
         else:
             report.layers[layer.name] = "lost-race"
@@ -90,8 +111,6 @@ def _extract_layer(
         report.bytes_written += result.bytes_written
         report.files += result.files
     finally:
-        getattr(chunks, "close", lambda: None)()  # stop a download still in flight
-        discard(staging)
         if blob_partial is not None:
             blob_partial.unlink(missing_ok=True)
 
@@ -118,31 +137,19 @@ def clear_garbled(final: Path, complete: bool, what: str, report: BootReport) ->
     report.warnings.append(f"{what} on the volume had a missing or garbled marker; it was installed again")
 
 
-def _extract_checked(
-    chunks: Iterator[bytes],
-    target: Path,
-    layer: Layer,
-    options: BootOptions,
-    volume: Volume,
-    report: BootReport,
+def _extract_limited(
+    chunks: Iterable[bytes], target: Path, layer: Layer, options: BootOptions
 ) -> "ExtractResult":
-    """Extract within the manifest's declared bytes and files; a cached blob that fails its
-    digest is removed, so that the next boot fetches it again instead of failing for ever."""
     from podenv.archive import Limits, extract_stream
 
-    try:
-        return extract_stream(
-            chunks,
-            target,
-            expected_digest=layer.digest,
-            label=f"layer {layer.name}",
-            writers=options.writers,
-            limits=Limits(bytes=layer.unpacked_size, files=layer.files),
-        )
-    except IntegrityError:
-        if report.layers.get(layer.name) == "blob-cache":
-            volume.blob_path(layer.digest).unlink(missing_ok=True)
-        raise
+    return extract_stream(
+        chunks,
+        target,
+        expected_digest=layer.digest,
+        label=f"layer {layer.name}",
+        writers=options.writers,
+        limits=Limits(bytes=layer.unpacked_size, files=layer.files),
+    )
 
 
 def install_layer(

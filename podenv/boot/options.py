@@ -1,6 +1,7 @@
 """What `podenv boot` is asked to do: the release (shared with doctor) and how to install it."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from podenv.resolve import ReleaseOptions
 
@@ -13,6 +14,15 @@ class BootOptions(ReleaseOptions):
     # Parallel file writers: they pay off where a create is a network round trip (the
     # volume); on a local disk or tmpfs with few cores, fewer writers are faster.
     writers: int = 16
+    # Where the env layer goes (ADR 0008): "volume" (with the models) or "local" (the
+    # worker's own disk at ``local_root``, installed at each worker start from the volume's
+    # blob cache). Model layers, views, reports and in-use files stay on the volume.
+    placement: str = "volume"
+    local_root: Path | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.placement == "local"
 
     @property
     def env_name(self) -> str:

@@ -2,9 +2,11 @@
 
 import os
 import time
+from contextlib import suppress
 from typing import Any
 
 from podenv.boot.install import clear_garbled, install_layer
+from podenv.boot.local import install_local_env
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport, ReadyRelease, reserve_report
 from podenv.boot.space import check_space
@@ -13,6 +15,7 @@ from podenv.boot.warm import local_release, pinned_warm, warmed_manifest
 from podenv.errors import BootError, StoreError
 from podenv.layout import ENV_TARGET, VIEW_DIRS
 from podenv.log import get_logger
+from podenv.manifest import Manifest
 from podenv.resolve import Target, channel_target, check_names, load_manifest, pinned_target
 from podenv.store import Store
 from podenv.volume import (
@@ -22,10 +25,12 @@ from podenv.volume import (
     installing,
     layer_is_installed,
     publish_directory,
+    read_marker,
     reclaim_dead,
 )
 
 _log = get_logger("boot")
+_VISIBILITY_GRACE = 3.0
 
 
 def _open_store(options: BootOptions) -> Store:
@@ -61,7 +66,24 @@ def _channel_target(options: BootOptions, volume: Volume, report: BootReport) ->
     return target
 
 
-def _install_release(options: BootOptions, volume: Volume, target: Target, report: BootReport) -> None:
+def _preflight(options: BootOptions, volume: Volume, local: Volume | None, manifest: Manifest) -> None:
+    """Space on each disk a byte will land on, checked separately, before the first byte."""
+    if local is None:
+        missing = [layer for layer in manifest.layers if not layer_is_installed(volume, layer.digest)]
+        check_space(volume, missing, options.quota, options.keep_blobs)
+        return
+    envs = [layer for layer in manifest.layers if layer.kind == "env"]
+    models = [layer for layer in manifest.layers if layer.kind != "env"]
+    missing_local = [layer for layer in envs if not layer_is_installed(local, layer.digest)]
+    uncached = [layer for layer in missing_local if not volume.blob_path(layer.digest).is_file()]
+    check_space(local, missing_local, None, local=True)
+    missing = [layer for layer in models if not layer_is_installed(volume, layer.digest)]
+    check_space(volume, missing, options.quota, options.keep_blobs, blobs=uncached)
+
+
+def _install_release(
+    options: BootOptions, volume: Volume, local: Volume | None, target: Target, report: BootReport
+) -> None:
     from podenv.gpu import check_driver, driver_cuda_version
 
     since = time.monotonic()
@@ -74,25 +96,47 @@ def _install_release(options: BootOptions, volume: Volume, target: Target, repor
     check_driver(manifest.cuda, driver_cuda_version(), f"{manifest.name} {manifest.version}")
     digests = [layer.digest for layer in manifest.layers]
     with installing(volume, manifest.name, manifest.version, digests, options.lease_timeout):
-        missing = [layer for layer in manifest.layers if not layer_is_installed(volume, layer.digest)]
-        check_space(volume, missing, options.quota, options.keep_blobs)
+        _preflight(options, volume, local, manifest)
         since = report.phase("preflight", since)
         for layer in manifest.layers:
-            install_layer(store, volume, layer, options, report)
+            if local is not None and layer.kind == "env":
+                install_local_env(store, volume, local, layer, options, report)
+            else:
+                install_layer(store, volume, layer, options, report)
             since = report.phase(f"layer:{layer.name}", since)
-        _publish_view(options, volume, manifest, target, report)
+        _publish_views(volume, local, manifest, report)
     report.phase("view", since)
 
 
+def _publish_views(volume: Volume, local: Volume | None, manifest: Manifest, report: BootReport) -> None:
+    name, version = manifest.name, manifest.version
+    if local is None:
+        complete = local_release(volume, name, version) is not None
+        _publish_view(volume, manifest, volume, volume, "volume", complete, report)
+        return
+    # The volume's record first (gc keeps the models and blobs it names), then the worker's.
+    if read_marker(volume.release_dir(name, version), RELEASE_MARKER) is None:
+        _publish_view(volume, manifest, volume, None, "local", False, report)
+    complete = local_release(volume, name, version, local) is not None
+    _publish_view(volume, manifest, local, local, "local", complete, report)
+
+
 def _publish_view(
-    options: BootOptions, volume: Volume, manifest: Any, target: Target, report: BootReport
+    volume: Volume,
+    manifest: Manifest,
+    home: Volume,
+    env_home: Volume | None,
+    placement: str,
+    complete: bool,
+    report: BootReport,
 ) -> None:
-    staging = volume.new_staging(f"release-{options.env}-{target.version}")
-    final = volume.release_dir(options.env_name, target.version)
+    """Build a release view in staging on ``home`` and rename it into place (``complete``: a
+    whole one is there already; a garbled one is moved aside first)."""
+    staging = home.new_staging(f"release-{manifest.name}-{manifest.version}")
+    final = home.release_dir(manifest.name, manifest.version)
     try:
-        build_view(volume, manifest, staging / "view")
-        complete = local_release(volume, options.env_name, target.version) is not None
-        clear_garbled(final, complete, f"release {options.env} {target.version}", report)
+        build_view(volume, manifest, staging / "view", env_home, placement)
+        clear_garbled(final, complete, f"release {manifest.name} {manifest.version}", report)
         publish_directory(staging / "view", final)
     finally:
         discard(staging)
@@ -102,19 +146,38 @@ def _warm_or_target(
     options: BootOptions, volume: Volume, report: BootReport
 ) -> tuple[dict[str, Any] | None, Target]:
     """The complete release's marker on the volume (None: cold), and the release resolved."""
-    marker = pinned_warm(options, volume)
+    local = _local_volume(options)
+    marker = pinned_warm(options, volume, local)
     if marker is not None:
         return marker, Target(marker["version"], marker["digest"], "pinned")
     pinned = pinned_target(options, lambda: _open_store(options))
     if pinned is not None:
         return None, pinned
     target = _channel_target(options, volume, report)
-    marker = local_release(volume, options.env_name, target.version)
+    marker = local_release(volume, options.env_name, target.version, local)
     if marker is not None and marker["digest"] != target.digest:
         raise BootError(
             f"the volume's release {options.env} {target.version} differs from the store's ({target.digest})."
         )
     return marker, target
+
+
+def _visible_release(volume: Volume, name: str, version: str, local: Volume | None) -> dict[str, Any] | None:
+    """The release just installed, looked for again for a few seconds: when another host won the
+    view's rename, a network filesystem may show it here only after its name cache expires."""
+    deadline = time.monotonic() + _VISIBILITY_GRACE
+    while (marker := local_release(volume, name, version, local)) is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return marker
+
+
+def _local_volume(options: BootOptions) -> Volume | None:
+    """The worker's own disk, with placement=local (None with placement=volume)."""
+    if not options.local:
+        return None
+    if options.local_root is None:
+        raise BootError("placement local needs a local root", fix="set PODENV_LOCAL_ROOT (or --local-root).")
+    return Volume(options.local_root)
 
 
 def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
@@ -130,31 +193,36 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
     volume.make_dirs()
     reserve_report(options.root, report)  # a boot that fills the disk can still report it
     reclaim_dead(volume, options.lease_timeout)
+    local = _local_volume(options)
+    if local is not None:
+        local.make_dirs()
+    report.placement = options.placement
     marker, target = _warm_or_target(options, volume, report)
     report.warm = marker is not None
     if marker is None:
         try:
-            _install_release(options, volume, target, report)
+            _install_release(options, volume, local, target, report)
         except StoreError as error:
             raise BootError(f"cold boot of {options.env} needs the store and it failed: {error}") from None
-        marker = local_release(volume, options.env_name, target.version)
+        marker = _visible_release(volume, options.env_name, target.version, local)
         if marker is None:  # a layer went meanwhile (a gc elsewhere, a damaged volume): once more
-            _install_release(options, volume, target, report)
-            marker = local_release(volume, options.env_name, target.version)
+            _install_release(options, volume, local, target, report)
+            marker = local_release(volume, options.env_name, target.version, local)
         if marker is None:
             raise BootError(
-                f"release {options.env} {target.version} is still incomplete on {volume.root} "
+                f"release {options.env} {target.version} is still incomplete on {(local or volume).root} "
                 "after its install "
                 "(another program changed the volume meanwhile?)",
                 fix="boot again; if it recurs, run `podenv gc` and check what else writes there.",
             )
     else:
         report.phase("resolve", since)
-        # Recency for `podenv gc --keep N`: the release marker's mtime is its last boot.
+    # Recency for `podenv gc --keep N`: the volume's release marker's mtime is its last boot.
+    with suppress(FileNotFoundError):
         os.utime(volume.release_dir(options.env_name, marker["version"]) / RELEASE_MARKER)
     report.version, report.digest = marker["version"], marker["digest"]
-    directory = volume.release_dir(options.env_name, marker["version"])
+    directory = (local or volume).release_dir(options.env_name, marker["version"])
+    env_prefix = (directory / VIEW_DIRS[ENV_TARGET]).resolve()
+    report.env_location = f"{'the local disk' if local else 'the volume'} ({env_prefix})"
     report.phases["total"] = round(time.monotonic() - started, 4)
-    return ReadyRelease(
-        directory, (directory / VIEW_DIRS[ENV_TARGET]).resolve(), marker["version"], marker["digest"]
-    )
+    return ReadyRelease(directory, env_prefix, marker["version"], marker["digest"])

@@ -37,6 +37,8 @@ class BootReport:
     layers: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
+    placement: str = "volume"
+    env_location: str | None = None
 
     def phase(self, name: str, since: float) -> float:
         now = time.monotonic()
@@ -88,6 +90,8 @@ def write_report(volume_root: Path, report: BootReport) -> Path:
 def summary_line(report: BootReport) -> str:
     kind = "warm" if report.warm else "cold"
     line = f"boot {report.env} {report.version} ({report.digest}): {kind} in {report.phases['total']:.2f}s"
+    if report.env_location:
+        line += f", env on {report.env_location}"
     if not report.warm:
         line += (
             f", fetched {human_bytes(report.bytes_fetched)}, wrote {human_bytes(report.bytes_written)} "

@@ -11,9 +11,11 @@ from podenv.volume import Volume, used_bytes
 SPACE_MARGIN = 256 << 20
 
 
-def space_needed(missing: Sequence[Layer], keep_blobs: bool) -> int:
-    """Bytes the missing layers take on the volume once installed (and their blobs, if kept)."""
-    return sum(layer.unpacked_size + (layer.size if keep_blobs else 0) for layer in missing)
+def space_needed(missing: Sequence[Layer], keep_blobs: bool, blobs: Sequence[Layer] = ()) -> int:
+    """Bytes the missing layers take once installed (and their blobs, if kept), plus the
+    compressed ``blobs`` to cache (placement=local: the env's blob on the volume)."""
+    unpacked = sum(layer.unpacked_size + (layer.size if keep_blobs else 0) for layer in missing)
+    return unpacked + sum(layer.size for layer in blobs)
 
 
 def space_free(volume: Volume, quota: int | None) -> int:
@@ -26,16 +28,30 @@ def space_free(volume: Volume, quota: int | None) -> int:
 
 
 def check_space(
-    volume: Volume, missing: Sequence[Layer], quota: int | None, keep_blobs: bool = False
+    volume: Volume,
+    missing: Sequence[Layer],
+    quota: int | None,
+    keep_blobs: bool = False,
+    blobs: Sequence[Layer] = (),
+    local: bool = False,
 ) -> None:
-    """Refuse before the first byte is fetched if the layers cannot fit."""
-    needed = space_needed(missing, keep_blobs)
+    """Refuse before the first byte is fetched if the layers cannot fit (``local``: the
+    worker's own disk, for placement=local's env; the volume otherwise)."""
+    needed = space_needed(missing, keep_blobs, blobs)
     if not needed:
         return
-    free = space_free(volume, quota)
+    volume.root.mkdir(parents=True, exist_ok=True)
+    free = space_free(volume, None if local else quota)
     if needed + SPACE_MARGIN > free:
+        where = f"the local disk at {volume.root}" if local else str(volume.root)
+        fix = (
+            "give the worker a larger container disk (RunPod: containerDiskInGb) "
+            "or set PODENV_PLACEMENT=volume."
+            if local
+            else "grow the volume or run `podenv gc`."
+        )
         raise BootError(
-            f"not enough space on {volume.root}: the release needs {human_bytes(needed)} "
+            f"not enough space on {where}: the release needs {human_bytes(needed)} "
             f"(+{human_bytes(SPACE_MARGIN)} margin) but {human_bytes(free)} is free",
-            fix="grow the volume or run `podenv gc`.",
+            fix=fix,
         )

@@ -73,6 +73,20 @@ def test_first_boots_are_cold_and_the_boot_after_rollback_fetches_nothing(demo) 
     assert re.search(r"boot 1\.0\.0: warm in [\d.]+s, fetched 0 B;", _line(output, "serve-v1b")[0])
 
 
+def test_the_demo_says_where_the_env_went(demo) -> None:
+    from podenv import settings
+
+    _, workdir = demo
+    lines = [line for line in _line(demo[0].stdout, "serve-v1") if "placement" in line]
+    assert len(lines) == 1, demo[0].stdout
+    placement = settings.PLACEMENT.default
+    where = workdir / "container-disk" if placement == "local" else workdir / "volume" / "podenv"
+    assert (
+        f"placement {placement}: env on the {'local disk' if placement == 'local' else 'volume'} " in lines[0]
+    )
+    assert f"({where}/layers/" in lines[0] and lines[0].endswith("; models on the volume")
+
+
 def test_the_demo_leaves_no_server_running_and_keeps_its_logs(demo) -> None:
     _, workdir = demo
     assert _processes_using(workdir) == []

@@ -26,7 +26,7 @@ from tests.integration.boot_support import (
     write_tiny_model,
 )
 
-CHECKS = ["store", "release", "volume", "space", "semantics", "driver"]
+CHECKS = ["store", "release", "volume", "space", "semantics", "driver", "placement"]
 CUDA_VERSION = "2-cuda"
 
 
@@ -55,6 +55,7 @@ def doctor(
 def worker_environment(release: Published, s3env: dict[str, str], root: Path, **extra: str) -> dict[str, str]:
     """What a RunPod worker has: the PODENV_* variables and the S3 credentials, nothing else."""
     variables = {"PODENV_STORE": release.store, "PODENV_ENV": "doc", "PODENV_ROOT": str(root)}
+    variables["PODENV_LOCAL_ROOT"] = str(root.parent / "local-disk")
     return clean_environment({**s3env, **variables, **extra})
 
 
@@ -108,7 +109,10 @@ def test_a_good_setup_passes_every_check(release: Published, s3env, tmp_path: Pa
     assert f"{root} is writable (created)" in by_check["volume"]
     assert "needs" in by_check["space"] and "for 2 of 2 layers" in by_check["space"]
     assert "doc 1 needs no CUDA" in by_check["driver"]
-    assert result.stderr.splitlines()[-1] == "doctor: 6 passed, 0 failed"
+    # Both disks are this machine's: the volume is no slower, so the env may stay there.
+    assert "creates/s (1 / 16 writers)" in by_check["placement"]
+    assert "recommends placement=" in by_check["placement"]
+    assert result.stderr.splitlines()[-1] == "doctor: 7 passed, 0 failed"
     assert scratch_left(root) == []
     assert_no_secret(result, s3env)
 
@@ -123,7 +127,7 @@ def test_json_lines_carry_each_check_as_fields(release: Published, s3env, tmp_pa
     assert [check["check"] for check in checks] == CHECKS
     assert {check["status"] for check in checks} == {"pass"}
     assert all(record["msg"].startswith("PASS ") for record in records[:-1])
-    assert records[-1]["doctor"] == {"pass": 6, "fail": 0, "skip": 0}
+    assert records[-1]["doctor"] == {"pass": 7, "fail": 0, "skip": 0}
 
 
 def test_a_warm_volume_needs_no_space(release: Published, s3env, tmp_path: Path) -> None:
@@ -248,7 +252,7 @@ def test_an_unwritable_volume_is_a_volume_failure(release: Published, s3env, tmp
     by_check = lines(result)
     assert by_check["space"].startswith("SKIP space: the volume is not usable")
     assert by_check["semantics"].startswith("SKIP semantics: the volume is not usable")
-    assert result.stderr.splitlines()[-1] == "doctor: 3 passed, 1 failed, 2 skipped"
+    assert result.stderr.splitlines()[-1] == "doctor: 3 passed, 1 failed, 3 skipped"
 
 
 def test_not_enough_space_is_a_space_failure(release: Published, s3env, tmp_path: Path) -> None:
