@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,9 @@ DISK = 320 << 20
 FILLER = """
 import os, sys, time
 path, leave = sys.argv[1], int(sys.argv[2])
+watch = sys.argv[3] if len(sys.argv) > 3 else None
+while watch and not (os.path.isdir(watch) and os.listdir(watch)):
+    time.sleep(0.001)  # started beforehand: fills the moment the boot starts installing
 with open(path, "ab") as sink:
     while True:
         stat = os.statvfs(os.path.dirname(path))
@@ -94,9 +98,11 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def _filler(path: Path, leave: int) -> subprocess.Popen[bytes]:
-    """Another process that fills the disk until ``leave`` bytes are free, and keeps it so."""
-    return subprocess.Popen([sys.executable, "-c", FILLER, str(path), str(leave)])
+def _filler(path: Path, leave: int, when: Path | None = None) -> subprocess.Popen[bytes]:
+    """Another process that fills the disk until ``leave`` bytes are free, and keeps it so;
+    with ``when``, only once that directory has an entry."""
+    watch = [str(when)] if when is not None else []
+    return subprocess.Popen([sys.executable, "-c", FILLER, str(path), str(leave), *watch])
 
 
 def _free(path: Path) -> int:
@@ -116,19 +122,17 @@ def test_a_disk_filled_by_another_process_during_the_install_ends_in_one_line_an
     wait_for(lambda: _free(small_disk) <= room + (1 << 20), 30, "the first fill")
     first.kill()
     first.wait()
+    second = _filler(small_disk / "filler-2", 1 << 20, when=root / "staging")
+    time.sleep(1)  # its interpreter is up and watching before the boot starts
     boot = start(
         boot_argv(root, wide.name, wide.store, ["--version", wide.version]), {**env, "PODENV_WRITERS": "2"}
     )
-    second = None
     try:
-        wait_for(lambda: listing(root / "staging"), 60, "the boot to start installing", boot)
-        second = _filler(small_disk / "filler-2", 1 << 20)
         _, stderr = boot.communicate(timeout=120)
     finally:
         boot.kill()
-        if second is not None:
-            second.kill()
-            second.wait()
+        second.kill()
+        second.wait()
     result = subprocess.CompletedProcess(boot.args, boot.returncode, "", stderr)
 
     assert result.returncode == 11, stderr[-3000:]
@@ -188,7 +192,7 @@ def test_credentials_are_absent_from_every_process_of_the_worker_tree(
         assert len(tree_pids) >= 2, "the worker and its heartbeat"
         secrets = [seaweed.access_key.encode(), seaweed.secret_key.encode()]
         leaking = {}
-        for pid in _all_pids() - {os.getpid()}:
+        for pid in tree_pids:
             for part in ("environ", "cmdline"):
                 try:
                     data = Path(f"/proc/{pid}/{part}").read_bytes()
@@ -200,10 +204,6 @@ def test_credentials_are_absent_from_every_process_of_the_worker_tree(
     finally:
         worker.kill()
         worker.wait()
-
-
-def _all_pids() -> set[int]:
-    return {int(name) for name in os.listdir("/proc") if name.isdigit()}
 
 
 def _descendants(pid: int) -> set[int]:

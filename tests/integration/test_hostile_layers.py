@@ -34,10 +34,12 @@ UNSAFE = 8
 MEASURED = [
     sys.executable,
     "-c",
-    "import resource, sys\n"
+    "import sys\n"
     "from podenv.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    "print(f'maxrss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}')\n"
+    # VmHWM is this process's own peak; ru_maxrss would carry the parent's across fork+exec.
+    "peak = next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM:'))\n"
+    "print(f'maxrss_kib={peak}')\n"
     "sys.exit(code)\n",
 ]
 
