@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from podenv.errors import PodenvError
 from podenv.log import get_logger
@@ -25,6 +25,9 @@ from podenv.manifest import Manifest
 from podenv.progress import human_bytes
 from podenv.resolve import ReleaseOptions, check_names, names_are_valid, resolve_target
 from podenv.store import Store
+
+if TYPE_CHECKING:
+    from podenv.placement import DiskFigures
 
 _log = get_logger("doctor")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -395,7 +398,7 @@ def check_driver(findings: _Findings) -> CheckResult:
 # Where the env should go
 
 
-def _local_figures(local_root: Path | None):
+def _local_figures(local_root: Path | None) -> "DiskFigures | None":
     from podenv.placement import measure
 
     if local_root is None:
