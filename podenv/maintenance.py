@@ -16,6 +16,7 @@ from podenv.volume import (
     read_marker,
     reclaim_dead,
     releases_in_use,
+    tree_bytes,
 )
 
 
@@ -121,12 +122,29 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
             discard(Path(marker["path"]))
             result.removed_layers.append(digest)
             result.freed_bytes += marker.get("bytes", 0)
+    result.freed_bytes += _remove_garbled(volume, protected, in_use)
     result.freed_bytes += _prune_blobs(volume, protected)
     result.freed_bytes += reclaim_dead(volume, lease_timeout)
     for path in volume.leases.glob(".stale.*") if volume.leases.is_dir() else []:
         path.unlink(missing_ok=True)  # leases moved aside when taken over
     clear_stale_in_use(volume, lease_timeout)
     return result
+
+
+def _remove_garbled(volume: Volume, protected: set[str], in_use: set[tuple[str, str]]) -> int:
+    """Layer and release directories whose marker is missing or garbled: everything podenv
+    publishes has its marker inside, so these are damage, used by no boot (which reads them
+    as absent). Protected layers and releases in use are left to the next boot to repair."""
+    freed = 0
+    for directory in volume.layer_dirs():
+        if read_marker(directory) is None and f"sha256:{directory.name}" not in protected:
+            freed += tree_bytes(directory)
+            discard(directory)
+    for directory in (volume.root / "releases").glob("*/*"):
+        name, version = directory.parent.name, directory.name
+        if read_marker(directory, RELEASE_MARKER) is None and (name, version) not in in_use:
+            discard(directory)
+    return freed
 
 
 def _prune_blobs(volume: Volume, protected: set[str]) -> int:

@@ -382,7 +382,7 @@ def live_leases(volume: Volume, timeout: float) -> list[tuple[str, float, dict[s
     return found
 
 
-def _tree_bytes(path: Path) -> int:
+def tree_bytes(path: Path) -> int:
     total = 0
     for directory, _, files in os.walk(path):
         for name in files:
@@ -409,7 +409,7 @@ def reclaim_dead(volume: Volume, timeout: float) -> int:
         except FileNotFoundError:
             continue
         if owner_is_dead(host, pid) or ((host, pid) not in owners and age > timeout):
-            freed += _tree_bytes(path)
+            freed += tree_bytes(path)
             discard(path)
     for path in volume.leases.glob("*.lease") if volume.leases.is_dir() else []:
         owner = read_json_document(path) or {}
@@ -462,4 +462,4 @@ def used_bytes(volume: Volume) -> int:
     for path in volume.blobs.iterdir() if volume.blobs.is_dir() else []:
         with suppress(OSError):
             total += path.lstat().st_size
-    return total + _tree_bytes(volume.staging)
+    return total + tree_bytes(volume.staging)
