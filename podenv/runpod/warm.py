@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from podenv.errors import IntegrityError, PodenvError
+from podenv.errors import DeployError, IntegrityError
 from podenv.log import get_logger
 from podenv.manifest import Manifest
 from podenv.progress import human_bytes
@@ -41,8 +41,8 @@ READ_TIMEOUT_S = 7200  # RunPod: CompleteMultipartUpload of a large file can tak
 _CHUNK = 8 << 20
 
 
-class WarmError(PodenvError):
-    exit_code = 12
+class WarmError(DeployError):
+    """A volume could not be warmed (its exit code is deploy's: errors.py owns the codes)."""
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,14 @@ def test_every_exit_code_is_defined_once() -> None:
 
 def test_every_podenv_error_class_is_in_the_table() -> None:
     """An error class defined anywhere in podenv has a code in errors.py's table."""
-    import podenv.cli
-    import podenv.runpod.api
-    import podenv.runpod.deploy  # noqa: F401
+    import importlib
+    import pkgutil
+
+    import podenv
+
+    # Every module, so that each error class exists whatever ran before this test.
+    for module in pkgutil.walk_packages(podenv.__path__, "podenv."):
+        importlib.import_module(module.name)
 
     def subclasses(cls: type) -> set[type]:
         return {cls} | {sub for child in cls.__subclasses__() for sub in subclasses(child)}
