@@ -64,6 +64,26 @@ READY = (
 )
 
 
+# torch's own requirements (the pack_env prefix installs torch alone, with --no-deps): pinned,
+# so the env can `import torch` as a worker's does.
+TORCH_REQUIREMENTS = (
+    "typing-extensions==4.16.0", "sympy==1.14.0", "mpmath==1.4.1", "networkx==3.6.1", "jinja2==3.1.6",
+    "markupsafe==3.0.4", "filelock==4.2.11", "fsspec==2026.9.0",
+)  # fmt: skip
+
+
+def importable_torch(prefix: Path) -> bool:
+    """Make the prefix's torch importable; True if it had to install its requirements."""
+    python = str(prefix / "bin" / "python")
+    if subprocess.run([python, "-c", "import torch"], capture_output=True).returncode == 0:
+        return False
+    target = prefix / "local/lib/python3.11/dist-packages"
+    command = ["pip", "install", "--quiet", "--no-deps", "--target", str(target), *TORCH_REQUIREMENTS]
+    subprocess.run(command, check=True)
+    subprocess.run([python, "-c", "import torch"], check=True)
+    return True
+
+
 def write_checkpoint(path: Path, size: int) -> None:
     """A valid safetensors file: one float32 tensor of random values, ``size`` bytes in all."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,6 +211,9 @@ def main() -> int:
     if Path("/opt/wheels").is_dir():
         os.environ.setdefault("PIP_FIND_LINKS", "/opt/wheels")
     prefix = build_prefix(WORK, prepare_tree(None))
+    if importable_torch(prefix):
+        for stale in (WORK / "placement-env.tar.zst", WORK / "placement-env.tar.info.json"):
+            stale.unlink(missing_ok=True)
     env_archive = archive_with_info(prefix, WORK / "placement-env.tar.zst", env=True)
     model_archive = archive_with_info(model_tree(WORK), WORK / "placement-f5.tar.zst", env=False)
     scratch = Path(tempfile.mkdtemp(prefix="podenv-bench-placement-", dir=WORK))
