@@ -94,12 +94,18 @@ def _extract_layer(
     try:
         try:
             published, result = unpack_into(volume, layer, chunks, options, report)
-        except IntegrityError:
-            # A cached blob that fails its digest is removed, so that the next boot fetches it
-            # again instead of failing for ever.
-            if report.layers.get(layer.name) == "blob-cache":
-                volume.blob_path(layer.digest).unlink(missing_ok=True)
-            raise
+        except IntegrityError as error:
+            if report.layers.get(layer.name) != "blob-cache":
+                raise
+            # A cached blob that fails its digest is removed and the layer fetched from the
+            # store instead (once: the cache holds nothing for it any more).
+            volume.blob_path(layer.digest).unlink(missing_ok=True)
+            report.warnings.append(
+                f"the volume's cached blob of layer {layer.name} was corrupt ({error.what})"
+            )
+            del report.layers[layer.name]
+            _extract_layer(store, volume, layer, options, report)
+            return
         if blob_partial is not None:  # every byte has passed the digest: keep it for others
             blob_partial.replace(volume.blob_path(layer.digest))
         if published:
