@@ -32,7 +32,7 @@ def run_boot(arguments: argparse.Namespace) -> int:
     )
     report = BootReport(env=arguments.env)
     try:
-        ready = prepare(options, report)
+        ready = prepare(options, report, claim_in_use=bool(arguments.exec_argv))
     except (PodenvError, OSError) as error:
         # The one error path of a boot: one sentence, and the report says it too.
         failure = (
@@ -49,12 +49,6 @@ def run_boot(arguments: argparse.Namespace) -> int:
     fields = {**report.to_json(), "report": str(written)}
     _log.info(summary_line(report), extra={"fields": fields, "text_fields": ("report",)})
     if arguments.exec_argv:
-        from podenv.volume import Volume, hold_in_use
-
-        timeout = options.lease_timeout
-        hold_in_use(
-            Volume(options.root), arguments.env, ready.version, heartbeat=timeout / 3, timeout=timeout
-        )
         exec_into(ready, arguments.exec_argv)
     print(ready.directory)
     return 0

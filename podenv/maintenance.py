@@ -105,14 +105,17 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
     layer under a live lease is never removed: its owner may be installing or using it.
     """
     result = GcResult()
-    releases = installed_releases(volume)
+    # The claims first, in this order, then what is installed: a boot takes its in-use claim
+    # before it drops its installing one, so whichever moment gc reads them it sees one of the
+    # two, and every release or layer it lists was published before it read them.
+    # What a cold boot elsewhere is installing, or will install next: never pulled from under it.
+    protected = layers_being_installed(volume, lease_timeout)
     in_use = releases_in_use(volume, lease_timeout)
+    protected |= {f"sha256:{name}" for name, _, _ in live_leases(volume, lease_timeout)}
+    releases = installed_releases(volume)
     kept = [r for index, r in enumerate(releases) if index < keep or (r.name, r.version) in in_use]
     dropped = [release for release in releases if release not in kept]
-    protected = {digest for release in kept for digest in release.layers}
-    protected |= {f"sha256:{name}" for name, _, _ in live_leases(volume, lease_timeout)}
-    # What a cold boot elsewhere is installing, or will install next: never pulled from under it.
-    protected |= layers_being_installed(volume, lease_timeout)
+    protected |= {digest for release in kept for digest in release.layers}
     for release in dropped:
         discard(release.directory)
         result.removed_releases.append(f"{release.name} {release.version}")

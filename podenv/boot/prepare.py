@@ -22,6 +22,7 @@ from podenv.volume import (
     RELEASE_MARKER,
     Volume,
     discard,
+    hold_in_use,
     installing,
     layer_is_installed,
     publish_directory,
@@ -180,8 +181,13 @@ def _local_volume(options: BootOptions) -> Volume | None:
     return Volume(options.local_root)
 
 
-def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
-    """Make the asked-for release ready on the volume (warm or cold), recording how in ``report``."""
+def prepare(options: BootOptions, report: BootReport, claim_in_use: bool = False) -> ReadyRelease:
+    """Make the asked-for release ready on the volume (warm or cold), recording how in ``report``.
+
+    ``claim_in_use`` (for `boot --exec`): the release's in-use file is taken as soon as its
+    version is known, before the install's own claim (`installing/`) is dropped, and it lives
+    as long as this process and what it execs; gc reads `installing/` before `in-use/`, so it
+    always sees one of them (ADR 0011)."""
     from podenv.runpod.mount import FIX, missing_network_volume
 
     started = since = time.monotonic()
@@ -198,6 +204,11 @@ def prepare(options: BootOptions, report: BootReport) -> ReadyRelease:
         local.make_dirs()
     report.placement = options.placement
     marker, target = _warm_or_target(options, volume, report)
+    if claim_in_use:
+        timeout = options.lease_timeout
+        hold_in_use(volume, options.env_name, target.version, heartbeat=timeout / 3, timeout=timeout)
+        if marker is not None:  # a gc may have removed it before the claim: looked for once more
+            marker = local_release(volume, options.env_name, target.version, local)
     report.warm = marker is not None
     if marker is None:
         try:

@@ -329,6 +329,19 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def wait_for_worker(process: subprocess.Popen, program: str, timeout: float = 120) -> None:
+    """Until the boot ``process`` has exec'd the worker ``program`` (its in-use file is there
+    from the moment the release is known, long before)."""
+
+    def execed() -> bool:
+        try:
+            return Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")[0] == program.encode()
+        except OSError:
+            return False
+
+    wait_for(execed, timeout, f"the worker {program}", process)
+
+
 # The pipeline, as test_pipeline.py runs it
 
 

@@ -46,6 +46,7 @@ from tests.integration.boot_support import (
     run,
     start,
     wait_for,
+    wait_for_worker,
     write_big_env,
     write_small_env,
     write_tiny_model,
@@ -512,7 +513,7 @@ def test_gc_keeps_a_release_a_running_worker_uses_and_frees_it_once_the_worker_i
     root = tmp_path / "volume"
     worker = start(boot_argv(root, "small", small["v1"].store, ["--version", "v1"], ["sleep", "120"]), env)
     try:
-        wait_for(lambda: list((root / "in-use").glob("small/v1/*")), 120, "the in-use file", worker)
+        wait_for_worker(worker, "sleep")
         for version in ("v2", "v3"):
             assert boot_release(small[version], root, env).returncode == 0
         _gc(root, keep=1)

@@ -29,6 +29,7 @@ from tests.integration.boot_support import (
     run,
     start,
     wait_for,
+    wait_for_worker,
     write_small_env,
 )
 
@@ -187,7 +188,7 @@ def test_credentials_are_absent_from_every_process_of_the_worker_tree(
     root = tmp_path / "volume"
     worker = start(boot_argv(root, "creds", release.store, ["--version", "c1"], ["sleep", "60"]), env)
     try:
-        wait_for(lambda: list((root / "in-use").glob("creds/c1/*")), 120, "the in-use file", worker)
+        wait_for_worker(worker, "sleep")
         tree_pids = _descendants(worker.pid) | {worker.pid}
         assert len(tree_pids) >= 2, "the worker and its heartbeat"
         secrets = [seaweed.access_key.encode(), seaweed.secret_key.encode()]

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ from tests.integration.boot_support import (
     run,
     start,
     wait_for,
+    wait_for_worker,
     write_small_env,
     write_tiny_model,
 )
@@ -158,7 +160,7 @@ def test_gc_judges_a_worker_by_the_liveness_it_recorded(
     )
     worker = start(argv, env)
     try:
-        wait_for(lambda: list((root / "in-use").glob("reclaim/r1/*")), 120, "the in-use file", worker)
+        wait_for_worker(worker, "sleep")
         in_use = next((root / "in-use").glob("reclaim/r1/*"))
         os.utime(in_use, (time.time() - 20, time.time() - 20))  # silent for 20 s: within its 90
         gc = run([*PODENV, "gc", "--root", str(root), "--keep", "0", "--lease-timeout", "5"], env)
@@ -191,3 +193,39 @@ def test_gc_prunes_kept_blobs_with_their_releases(
 
     assert gc.returncode == 0, gc.stderr
     assert listing(root / "blobs") == [releases[1].layer("env").digest.removeprefix("sha256:")]
+
+
+# `podenv boot --exec` with a gc of everything (`--keep 0`) run elsewhere at the worst moment:
+# after the install has ended (its installing/ claim dropped) and before the exec.
+_GC_BEFORE_EXEC = """
+import subprocess, sys
+import podenv.boot
+from podenv.cli import main
+
+gc = [sys.executable, "-m", "podenv.cli", "gc", "--root", sys.argv[1], "--keep", "0", "--lease-timeout", "1"]
+prepared = podenv.boot.prepare
+
+def prepare_then_gc(*args, **kwargs):
+    ready = prepared(*args, **kwargs)
+    subprocess.run(gc, check=True)
+    return ready
+
+def exec_into(ready, command):
+    print("WORKER-SEES", (ready.directory / "release.json").is_file(), ready.env_prefix.is_dir())
+    sys.exit(0)
+
+podenv.boot.prepare = prepare_then_gc
+podenv.boot.exec_into = exec_into
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_gc_between_the_end_of_the_install_and_the_exec_keeps_the_release(
+    small: Published, tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "volume"
+    argv = boot_argv(root, "reclaim", small.store, ["--version", "r1"], ["true"])
+    result = run([sys.executable, "-c", _GC_BEFORE_EXEC, str(root), *argv[len(PODENV) :]], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "WORKER-SEES True True" in result.stdout, result.stdout[-2000:]
+    assert listing(root / "releases" / "reclaim") == ["r1"]
