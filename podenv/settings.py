@@ -73,6 +73,13 @@ STORE_MIN_RATE = Setting(
 STORE_DEADLINE = Setting(
     "PODENV_STORE_DEADLINE", "300", "seconds a whole blob may take to arrive from the store", "cli"
 )
+STORE_INSTALL_DEADLINE = Setting(
+    "PODENV_STORE_INSTALL_DEADLINE",
+    "360",
+    "seconds all of a cold boot's store reads may take together (every blob of every layer): "
+    "RunPod's RUNPOD_INIT_TIMEOUT (420 s) less a minute for the install's tail and the worker's start",
+    "boot",
+)
 LOG_FORMAT = Setting(
     "PODENV_LOG_FORMAT", "text", "`text` or `json` (JSON lines), for podenv and the worker", "cli"
 )
@@ -118,6 +125,7 @@ SETTINGS: tuple[Setting, ...] = (
     STORE_READ_TIMEOUT,
     STORE_MIN_RATE,
     STORE_DEADLINE,
+    STORE_INSTALL_DEADLINE,
     LOG_FORMAT,
     ACTOR,
     RELEASE,

@@ -34,14 +34,15 @@ _log = get_logger("boot")
 _VISIBILITY_GRACE = 3.0
 
 
-def _open_store(options: BootOptions) -> Store:
-    from podenv.store import open_store
+def _open_store(options: BootOptions, until: float | None = None) -> Store:
+    """The store; ``until`` (time.monotonic()) ends every read of it, whatever blob it is."""
+    from podenv.store import TransferConfig, open_store
 
     if not options.store_url:
         raise BootError(
             "no store given", fix="set PODENV_STORE (or --store) to the store the release lives in."
         )
-    return open_store(options.store_url)
+    return open_store(options.store_url, transfer=TransferConfig(until=until))
 
 
 def _channel_target(options: BootOptions, volume: Volume, report: BootReport) -> Target:
@@ -83,12 +84,19 @@ def _preflight(options: BootOptions, volume: Volume, local: Volume | None, manif
 
 
 def _install_release(
-    options: BootOptions, volume: Volume, local: Volume | None, target: Target, report: BootReport
+    options: BootOptions,
+    volume: Volume,
+    local: Volume | None,
+    target: Target,
+    report: BootReport,
+    until: float,
 ) -> None:
     from podenv.gpu import check_driver, driver_cuda_version
 
     since = time.monotonic()
-    store = _open_store(options)  # opening connects nowhere: a warmed volume may need no store
+    # Opening connects nowhere: a warmed volume may need no store. Every blob of the install
+    # is read by ``until``, each also within its own deadline.
+    store = _open_store(options, until)
     manifest = warmed_manifest(volume, options.env_name, target) or load_manifest(
         store, options.env_name, target
     )
@@ -211,13 +219,16 @@ def prepare(options: BootOptions, report: BootReport, claim_in_use: bool = False
             marker = local_release(volume, options.env_name, target.version, local)
     report.warm = marker is not None
     if marker is None:
+        from podenv.store.backend import install_deadline
+
+        until = time.monotonic() + install_deadline()  # one deadline over the whole install
         try:
-            _install_release(options, volume, local, target, report)
+            _install_release(options, volume, local, target, report, until)
         except StoreError as error:
             raise BootError(f"cold boot of {options.env} needs the store and it failed: {error}") from None
         marker = _visible_release(volume, options.env_name, target.version, local)
         if marker is None:  # a layer went meanwhile (a gc elsewhere, a damaged volume): once more
-            _install_release(options, volume, local, target, report)
+            _install_release(options, volume, local, target, report, until)
             marker = local_release(volume, options.env_name, target.version, local)
         if marker is None:
             raise BootError(

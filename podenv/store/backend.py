@@ -44,6 +44,14 @@ class TransferConfig:
     read_timeout: float = field(default_factory=lambda: _number(settings.STORE_READ_TIMEOUT, float))
     min_rate: int = field(default_factory=lambda: _number(settings.STORE_MIN_RATE, int))
     deadline: float = field(default_factory=lambda: _number(settings.STORE_DEADLINE, float))
+    # An instant on time.monotonic() by which every read must have ended, whatever blob it
+    # is: a boot's one deadline over its whole install (see install_deadline); None: none.
+    until: float | None = None
+
+
+def install_deadline() -> float:
+    """Seconds a cold boot's store reads may take together (PODENV_STORE_INSTALL_DEADLINE)."""
+    return float(_number(settings.STORE_INSTALL_DEADLINE, float))
 
 
 def _number(setting: settings.Setting, kind: type[int] | type[float]) -> Any:

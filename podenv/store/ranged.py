@@ -10,7 +10,8 @@ read wait for a whole buffer), and:
 * a read that waits longer than ``read_timeout`` (the client's socket timeout) is a stall;
 * a range averaging under ``min_rate`` bytes/s over a window of ``read_timeout`` seconds
   is a trickle, treated like a drop (a fresh connection may be faster);
-* the whole blob must arrive by its ``deadline``;
+* the whole blob must arrive by its ``deadline``, and by ``until`` (a boot's one deadline
+  over its whole install) when that comes first;
 * 4xx answers are final (the object, the bucket or the credentials are wrong), 5xx and
   connection failures are retried.
 
@@ -82,6 +83,10 @@ class RangedReader:
         self._transfer = transfer
         self._progress = progress
         self._deadline = time.monotonic() + transfer.deadline
+        self._deadline_words = f"the {transfer.deadline:.0f}s deadline"
+        if transfer.until is not None and transfer.until < self._deadline:
+            self._deadline = transfer.until
+            self._deadline_words = "the install's deadline (PODENV_STORE_INSTALL_DEADLINE)"
         self._cancel = threading.Event()
         self._failure: StoreError | None = None
 
@@ -130,7 +135,7 @@ class RangedReader:
 
     def _wait(self, seconds: float, span: _Range, tries: list[str]) -> None:
         if time.monotonic() + seconds > self._deadline:
-            tries.append(f"the {self._transfer.deadline:.0f}s deadline came before another try")
+            tries.append(f"{self._deadline_words} came before another try")
             raise self._error(span, tries)
         if self._cancel.wait(seconds):
             raise _Cancelled()
@@ -151,8 +156,8 @@ class RangedReader:
         return StoreError(
             f"reading {self._describe} (bytes {span.start}-{span.end - 1}) failed: the store {what}"
             f"{repeated}, when {arrived}",
-            fix="check the network to the store (PODENV_STORE_READ_TIMEOUT and PODENV_STORE_DEADLINE "
-            "bound the waits).",
+            fix="check the network to the store (PODENV_STORE_READ_TIMEOUT, PODENV_STORE_DEADLINE and "
+            "PODENV_STORE_INSTALL_DEADLINE bound the waits).",
         )
 
     def _try_once(self, span: _Range) -> None:
@@ -219,8 +224,7 @@ class RangedReader:
     def _check_pace(self, window: tuple[float, int], span: _Range) -> tuple[float, int]:
         now = time.monotonic()
         if now > self._deadline:
-            deadline = self._transfer.deadline
-            raise _Failed(f"did not deliver the blob within the {deadline:.0f}s deadline", final=True)
+            raise _Failed(f"did not deliver the blob within {self._deadline_words}", final=True)
         since, received = window
         elapsed = now - since
         if elapsed < self._transfer.read_timeout:

@@ -15,6 +15,15 @@ from devkit.faultproxy import Fault, FaultProxy
 from devkit.seaweed import SeaweedServer
 from podenv.errors import StoreError
 from podenv.store import Store, TransferConfig, open_store
+from tests.integration.boot_support import (
+    LayerSource,
+    boot_argv,
+    clean_environment,
+    lease_files,
+    listing,
+    publish_release,
+    run,
+)
 
 BLOB_SIZE = 6 << 20
 # Short waits for the stall and trickle cases; generous ones where a busy test machine must
@@ -143,3 +152,44 @@ def test_a_server_killed_mid_download_is_a_network_error(
     message = str(raised.value)
     assert "could not be connected to" in message or "dropped the connection" in message, message
     assert "corrupt" not in message
+
+
+def test_one_deadline_bounds_all_of_a_boots_store_reads(
+    proxy: FaultProxy, seaweed: SeaweedServer, tmp_path: Path, s3env: dict[str, str]
+) -> None:
+    """Three layers, each well within its own blob deadline through a slow store, but not all
+    three within the install's: the boot ends at the install's deadline, in one line."""
+    layers = []
+    for name in ("one", "two", "three"):
+        tree = tmp_path / name
+        tree.mkdir()
+        (tree / f"{name}.bin").write_bytes(os.urandom(3 << 20))  # views share one directory
+        layers.append(LayerSource(name, tree, "model", "torch-hub"))
+    store = f"s3://{seaweed.bucket}/install-deadline-{os.urandom(6).hex()}"
+    release = publish_release(store, "slow", "s1", layers, tmp_path / "work")
+    root = tmp_path / "volume"
+    # About 1.3 MB/s: a blob takes ~2.5 s (its own deadline is 60 s), the three ~7.5 s.
+    proxy.set_fault(Fault("trickle", after=0, times=None, trickle_bytes=64 << 10, trickle_interval=0.05))
+    settings = {
+        "PODENV_STORE_ATTEMPTS": "2",
+        "PODENV_STORE_READ_TIMEOUT": "5",
+        "PODENV_STORE_MIN_RATE": "1",
+        "PODENV_STORE_DEADLINE": "60",
+        "PODENV_STORE_INSTALL_DEADLINE": "4",
+    }
+    environment = clean_environment({**s3env, "AWS_ENDPOINT_URL": proxy.endpoint, **settings})
+
+    started = time.monotonic()
+    result = run(boot_argv(root, "slow", release.store, ["--version", "s1"]), environment)
+    seconds = time.monotonic() - started
+
+    assert result.returncode == 11, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("fetch ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "did not deliver the blob within the install's deadline" in lines[0], lines[0]
+    assert "PODENV_STORE_INSTALL_DEADLINE" in lines[0] and "corrupt" not in lines[0]
+    # The deadline, plus starting Python and resolving the release, far from the 60 s per blob.
+    assert seconds < 4 + 10, seconds
+    assert proxy.injected >= 1
+    assert lease_files(root) == [] and listing(root / "staging") == []
+    assert len(listing(root / "layers")) < 3
