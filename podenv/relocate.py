@@ -12,18 +12,22 @@ was published): every entry must name a regular file inside the prefix, reached 
 no symlink, or the layer is refused before any file is rewritten.
 """
 
+import io
 import json
 import os
-import re
+import shutil
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from podenv.errors import PodenvError, UnsafeArchiveError
 from podenv.layout import RELOCATIONS_FILE
 
 _WORKERS = 16
+# Bytes of a file read at a time while relocating it: memory is 16 workers x a few of these.
+_CHUNK = 1 << 20
 _MODES = ("text", "binary")
 # A real list has one short entry per file with a placeholder: tens of thousands at most.
 _LIST_LIMIT = 64 << 20
@@ -101,43 +105,99 @@ def read_relocations(prefix: Path) -> list[Relocation]:
     return [_check_entry(prefix, entry) for entry in entries]
 
 
-def _replace_binary(data: bytes, placeholder: bytes, new_prefix: bytes, path: str) -> bytes:
-    if len(new_prefix) > len(placeholder):
-        raise RelocationError(
-            f"{path} is binary and its placeholder is {len(placeholder)} bytes, shorter than the "
-            f"new prefix ({len(new_prefix)} bytes); install under a shorter PODENV_ROOT."
-        )
-    pattern = re.compile(re.escape(placeholder) + rb"([^\0]*?)\0")
+class _Relocator:
+    """Copies ``source`` to ``target`` with the placeholder replaced, ``_CHUNK`` bytes at a time:
+    memory is bounded by a constant, whatever the file's size. Only whole occurrences are
+    replaced, so the last ``len(placeholder) - 1`` bytes of a chunk wait for the next one.
 
-    def padded(match: re.Match[bytes]) -> bytes:
-        replaced = new_prefix + match.group(1)
-        return replaced + b"\0" * (len(match.group(0)) - len(replaced))
+    Binary mode, conda's rule: the placeholder and the rest of its NUL-terminated string
+    become the new prefix, the rest, and NULs up to the old length. The string may run on
+    across chunks; a string that never ends (no NUL before the end of the file) is left as
+    it was, which the output's equal length makes a copy from its start."""
 
-    return pattern.sub(padded, data)
+    def __init__(self, source: BinaryIO, target: BinaryIO, relocation: Relocation, new_prefix: str) -> None:
+        self.source, self.target, self.relocation = source, target, relocation
+        self.placeholder, self.new = relocation.placeholder.encode(), new_prefix.encode()
+        self.binary = relocation.mode == "binary"
+        self.string_start: int | None = None  # input offset of an unfinished binary string
+        self.replaced = 0
+
+    def run(self) -> int:
+        """The number of occurrences replaced."""
+        pending, base = b"", 0  # base: the input offset of data[0]
+        while chunk := self.source.read(_CHUNK):
+            data = pending + chunk
+            done = self._scan(data, base)
+            pending = data[done:]
+            base += done
+        self.target.write(pending)
+        if self.string_start is not None:  # an unterminated string: as it was
+            self.replaced -= 1
+            self.source.seek(self.string_start)
+            self.target.seek(self.string_start)
+            shutil.copyfileobj(self.source, self.target, _CHUNK)
+        return self.replaced
+
+    def _scan(self, data: bytes, base: int) -> int:
+        """Write out what of ``data`` is settled; returns how much (the rest waits)."""
+        index = 0
+        while True:
+            if self.string_start is not None:
+                end = data.find(b"\0", index)
+                if end < 0:
+                    self.target.write(data[index:])
+                    return len(data)
+                padding = len(self.placeholder) - len(self.new)
+                self.target.write(data[index:end] + b"\0" * (padding + 1))
+                self.string_start, index = None, end + 1
+                continue
+            found = data.find(self.placeholder, index)
+            if found < 0:
+                break
+            self._check_length()
+            self.target.write(data[index:found] + self.new)
+            self.replaced += 1
+            index = found + len(self.placeholder)
+            if self.binary:
+                self.string_start = base + found
+        settled = max(index, len(data) - len(self.placeholder) + 1)
+        self.target.write(data[index:settled])
+        return settled
+
+    def _check_length(self) -> None:
+        if self.binary and len(self.new) > len(self.placeholder):
+            raise RelocationError(
+                f"{self.relocation.path} is binary and its placeholder is {len(self.placeholder)} bytes, "
+                f"shorter than the new prefix ({len(self.new)} bytes); install under a shorter PODENV_ROOT."
+            )
 
 
 def relocated(data: bytes, relocation: Relocation, new_prefix: str) -> bytes:
     """``data`` (a file's bytes as packed) as it reads once relocated to ``new_prefix``."""
-    placeholder = relocation.placeholder.encode()
-    if placeholder not in data:
+    target = io.BytesIO()
+    if not _Relocator(io.BytesIO(data), target, relocation, new_prefix).run():
         return data
-    if relocation.mode == "binary":
-        return _replace_binary(data, placeholder, new_prefix.encode(), relocation.path)
-    return data.replace(placeholder, new_prefix.encode())
+    return target.getvalue()
 
 
 def relocate_file(prefix: Path, relocation: Relocation, new_prefix: str) -> bool:
-    """Rewrite one file; returns whether it changed. Writes in place (the tree is private)."""
+    """Rewrite one file, streamed; returns whether it changed. The tree is private: the new
+    file replaces the old by one rename."""
     path = prefix / relocation.path
-    with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as stream:
-        original = stream.read()
-    data = relocated(original, relocation, new_prefix)
-    if data is original:
-        return False
-    mode = path.stat().st_mode
     temporary = path.with_name(f".{path.name}.relocating")
-    temporary.write_bytes(data)
-    os.chmod(temporary, mode)
+    try:
+        with (
+            open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as source,
+            open(temporary, "w+b") as target,
+        ):
+            changed = _Relocator(source, target, relocation, new_prefix).run() > 0
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if not changed:
+        temporary.unlink()
+        return False
+    os.chmod(temporary, path.stat().st_mode)
     os.replace(temporary, path)
     return True
 

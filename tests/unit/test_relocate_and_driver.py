@@ -2,10 +2,13 @@
 
 import json
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
 
+from podenv import relocate as relocate_module
 from podenv.gpu import DriverTooOldError, check_driver
 from podenv.relocate import RELOCATIONS_FILE, RelocationError, relocate
 
@@ -75,3 +78,32 @@ def test_an_old_driver_is_refused_in_one_sentence() -> None:
     message = str(caught.value)
     assert "supports CUDA 12.2, but tts 1.0.0 needs CUDA 12.4 or later" in message
     assert "\n" not in message
+
+
+def _relocated_whole(data: bytes, placeholder: bytes, new: bytes, mode: str) -> bytes:
+    """The rule applied to a whole file at once (what relocation did before it streamed)."""
+    if mode == "text":
+        return data.replace(placeholder, new)
+    pattern = re.compile(re.escape(placeholder) + rb"([^\0]*?)\0")
+    return pattern.sub(
+        lambda m: new + m.group(1) + b"\0" * (len(m.group(0)) - len(new) - len(m.group(1))), data
+    )
+
+
+@pytest.mark.parametrize("mode", ["text", "binary"])
+def test_streamed_relocation_equals_the_whole_file_rule_across_chunk_boundaries(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tiny chunks put every occurrence and every string's NUL across boundaries; strings
+    without a NUL before the end are left as they were."""
+    monkeypatch.setattr(relocate_module, "_CHUNK", 7)
+    placeholder, new = b"/ph/placeholder", b"/new"
+    rng = random.Random(14)
+    for _ in range(300):
+        parts = [
+            rng.choice([placeholder, b"\0", b"x", b"yz/", placeholder[:5]]) for _ in range(rng.randint(0, 30))
+        ]
+        data = b"".join(parts)
+        expected = _relocated_whole(data, placeholder, new, mode)
+        record = relocate_module.Relocation("f", placeholder.decode(), mode)
+        assert relocate_module.relocated(data, record, new.decode()) == expected, data
