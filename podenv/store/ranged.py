@@ -164,6 +164,7 @@ class RangedReader:
         from botocore.exceptions import (
             BotoCoreError,
             ClientError,
+            ConnectionClosedError,
             ConnectTimeoutError,
             EndpointConnectionError,
             ReadTimeoutError,
@@ -175,6 +176,8 @@ class RangedReader:
             raise self._answer(error) from None
         except EndpointConnectionError:
             raise _Failed("could not be connected to") from None
+        except ConnectionClosedError:  # closed before its answer: a server gone mid-request
+            raise _Failed(self._dropped(span)) from None
         except (ConnectTimeoutError, ReadTimeoutError):
             raise _Failed(f"did not answer within {self._transfer.read_timeout:.0f}s") from None
         except BotoCoreError as error:
