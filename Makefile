@@ -3,7 +3,7 @@ UV_VERSION := 0.13.9
 UV := python3 -m uv
 APT_FUSE3 := DEBIAN_FRONTEND=noninteractive sh -c 'apt-get install -y -q fuse3 || { apt-get update -q && apt-get install -y -q fuse3; }'
 
-.PHONY: setup demo lint test bench
+.PHONY: setup demo lint test bench bench-real
 
 setup:
 	@# libfuse3 for the simulated network volume (devkit/netvolume.py); as root, once.
@@ -29,4 +29,9 @@ bench: setup
 	$(UV) run --frozen python bench/archive_throughput.py
 	$(UV) run --frozen python bench/pack_env.py
 	$(UV) run --frozen python bench/boot.py
+	$(UV) run --frozen python bench/shard_install.py
 	$(UV) run --frozen python bench/first_job.py
+
+# Real scale (the speech env, ~9 GB unpacked, ~4 GB of downloads the first time); not in CI.
+bench-real: setup
+	$(UV) run --frozen python bench/real_scale.py

@@ -68,7 +68,16 @@ def ours(prefix: Path, output: Path) -> None:
     pack_env(prefix, output)
 
 
+def size_of(output: Path) -> int:
+    """A tar.zst's size, or a sharded layer's: every shard and its index."""
+    if output.is_dir():
+        return sum(path.stat().st_size for path in output.iterdir())
+    return output.stat().st_size
+
+
 def timed(function, prefix: Path, output: Path) -> float:
+    if output.is_dir():
+        shutil.rmtree(output)
     output.unlink(missing_ok=True)
     started = time.perf_counter()
     function(prefix, output)
@@ -85,7 +94,7 @@ def main() -> int:
     files, size = count(prefix)
     cpus = len(os.sched_getaffinity(0))
     print(f"prefix: {prefix}: {files} files, {size / 1e6:.1f} MB; cpus: {cpus}")
-    baseline_out, ours_out = WORK / "conda-pack.tar.zst", WORK / "podenv.tar.zst"
+    baseline_out, ours_out = WORK / "conda-pack.tar.zst", WORK / "podenv-shards"
     times: dict[str, list[float]] = {"conda-pack": [], "podenv": []}
     for round_number in range(arguments.repeat):
         times["podenv"].append(timed(ours, prefix, ours_out))
@@ -97,8 +106,8 @@ def main() -> int:
         "bytes": size,
         "podenv_seconds": statistics.median(times["podenv"]),
         "conda_pack_seconds": statistics.median(times["conda-pack"]),
-        "podenv_size": ours_out.stat().st_size,
-        "conda_pack_size": baseline_out.stat().st_size,
+        "podenv_size": size_of(ours_out),
+        "conda_pack_size": size_of(baseline_out),
     }
     result["speedup"] = result["conda_pack_seconds"] / result["podenv_seconds"]
     result["size_ratio"] = result["podenv_size"] / result["conda_pack_size"]

@@ -158,14 +158,15 @@ def _steps(demo: Demo, server: SeaweedServer) -> dict[str, Any]:
     write_lock_for(demo.project, channel_dir, "1.1", worker_wheels())
     v2 = demo.publish("2.0.0", None)
     store = open_store(demo.store_url)
-    changes = diff_releases(load_release(store, NAME, "1.0.0"), load_release(store, NAME, "2.0.0"))
+    changes = diff_releases(load_release(store, NAME, "1.0.0"), load_release(store, NAME, "2.0.0"), store)
     changed = ", ".join(
         f"{key} {value['from']} -> {value['to']}" for key, value in changes["changed"].items()
     )
     demo.say(
         "publish",
         f"demo 2.0.0 ({v2['digest']}): {changed}; shares {', '.join(changes['shared_layers'])}, "
-        f"a worker fetches {human_bytes(changes['fetch_bytes'])}",
+        f"a worker on 1.0.0 fetches {human_bytes(changes['fetch_bytes'])} in {changes['fetch_blobs']} blobs "
+        f"(the changed packages' shards, of {human_bytes(changes['new_layer_bytes'])})",
     )
     promote(store, NAME, "2.0.0", CHANNEL)
     demo.say("promote", f"{CHANNEL} -> 2.0.0")

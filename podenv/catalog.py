@@ -6,7 +6,8 @@ from typing import Any
 
 from podenv.channels import channels_of
 from podenv.digests import digest_bytes
-from podenv.manifest import Manifest
+from podenv.manifest import Layer, Manifest
+from podenv.shards import ShardIndex, parse_index
 from podenv.store import Store
 
 
@@ -45,11 +46,29 @@ def _packages(manifest: Manifest) -> dict[str, str]:
     return packages
 
 
-def diff_releases(old: Manifest, new: Manifest) -> dict[str, Any]:
-    """Packages added, removed and changed; layers shared; what a worker on ``old`` fetches for ``new``."""
+def load_index(store: Store, layer: Layer) -> ShardIndex:
+    """A sharded layer's index from the store, verified."""
+    return parse_index(b"".join(store.read_blob(layer.digest)), layer.digest)
+
+
+def _blob_sizes(store: Store, layer: Layer) -> dict[str, int]:
+    """Every blob a worker needs for ``layer``, with its size."""
+    if not layer.sharded:
+        return {layer.digest: layer.size}
+    index = load_index(store, layer)
+    return {shard.digest: shard.size for shard in index.shards} | {layer.digest: len(index.canonical_bytes())}
+
+
+def diff_releases(old: Manifest, new: Manifest, store: Store) -> dict[str, Any]:
+    """Packages added, removed and changed; layers shared; the bytes a worker that has ``old``
+    (its blobs in the volume's cache) really fetches for ``new``: the shards it lacks."""
     before, after = _packages(old), _packages(new)
     old_layers = {layer.digest for layer in old.layers}
     fetched = [layer for layer in new.layers if layer.digest not in old_layers]
+    have = {digest for layer in old.layers for digest in _blob_sizes(store, layer)}
+    needed: dict[str, int] = {}
+    for layer in fetched:
+        needed.update(_blob_sizes(store, layer))
     return {
         "from": {"version": old.version, "digest": old.digest},
         "to": {"version": new.version, "digest": new.digest},
@@ -62,5 +81,7 @@ def diff_releases(old: Manifest, new: Manifest) -> dict[str, Any]:
         },
         "shared_layers": [layer.name for layer in new.layers if layer.digest in old_layers],
         "fetched_layers": [layer.name for layer in fetched],
-        "fetch_bytes": sum(layer.size for layer in fetched),
+        "fetch_bytes": sum(size for digest, size in needed.items() if digest not in have),
+        "fetch_blobs": sum(1 for digest in needed if digest not in have),
+        "new_layer_bytes": sum(layer.size for layer in fetched),
     }

@@ -29,6 +29,7 @@ def run_boot(arguments: argparse.Namespace) -> int:
         writers=arguments.writers,
         placement=arguments.placement,
         local_root=Path(arguments.local_root),
+        jobs=arguments.jobs,
     )
     report = BootReport(env=arguments.env)
     try:
@@ -208,6 +209,12 @@ def register(commands: Subcommands) -> None:
         type=int,
         default=int(writers.read() or 16),
         help=f"{writers.meaning} (${writers.name}, default {writers.default})",
+    )
+    boot.add_argument(
+        "--jobs",
+        type=int,
+        default=int(settings.JOBS.read() or 0),
+        help=f"{settings.JOBS.meaning} (${settings.JOBS.name}; default: the CPUs the worker has)",
     )
     _add_lease_timeout(boot)
     placement = settings.PLACEMENT

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from podenv.cli_store import Subcommands, add_store_option, open_store_of
 from podenv.log import get_logger
-from podenv.progress import Progress
 
 _log = get_logger("build")
 
@@ -36,11 +35,11 @@ def run_env_install(arguments: argparse.Namespace) -> int:
 def run_env_pack(arguments: argparse.Namespace) -> int:
     from podenv.envbuild import pack_env
     from podenv.layout import ENV_TARGET
-    from podenv.release import layer_document, write_layer_info
+    from podenv.release import sharded_layer_document, write_layer_info
 
     output = Path(arguments.output)
-    info = pack_env(Path(arguments.prefix), output, Progress("pack env"))
-    layer = layer_document(info, "env", "env", ENV_TARGET)
+    index = pack_env(Path(arguments.prefix), output)
+    layer = sharded_layer_document(index, "env", "env", ENV_TARGET)
     write_layer_info(Path(arguments.info), layer, output)
     return 0
 
@@ -149,9 +148,11 @@ def register(commands: Subcommands) -> None:
     install.add_argument("--prefix", required=True, help="directory to create")
     install.add_argument("--cache", required=True, help="package and download cache")
     install.set_defaults(run=run_env_install)
-    pack = env_commands.add_parser("pack", help="pack a prefix into a deterministic layer (conda-pack)")
+    pack = env_commands.add_parser(
+        "pack", help="pack a prefix into a package-sharded deterministic layer (conda-pack)"
+    )
     pack.add_argument("prefix")
-    pack.add_argument("--output", required=True, help="the tar.zst to write")
+    pack.add_argument("--output", required=True, help="the directory to write: shard blobs and index.json")
     pack.add_argument("--info", required=True, help="the layer record (JSON) to write")
     pack.set_defaults(run=run_env_pack)
 

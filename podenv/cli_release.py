@@ -81,9 +81,9 @@ def run_diff(arguments: argparse.Namespace) -> int:
     from podenv.catalog import diff_releases, load_release
 
     store = open_store_of(arguments)
-    difference = diff_releases(
-        load_release(store, arguments.name, arguments.old), load_release(store, arguments.name, arguments.new)
-    )
+    old = load_release(store, arguments.name, arguments.old)
+    new = load_release(store, arguments.name, arguments.new)
+    difference = diff_releases(old, new, store)
     if arguments.json:
         print(json.dumps(difference, indent=1))
         return 0
@@ -96,7 +96,9 @@ def run_diff(arguments: argparse.Namespace) -> int:
     print(
         f"layers shared: {', '.join(difference['shared_layers']) or 'none'}; "
         f"to move a worker from {arguments.old} to {arguments.new}: fetch "
-        f"{', '.join(difference['fetched_layers']) or 'nothing'} ({human_bytes(difference['fetch_bytes'])})"
+        f"{', '.join(difference['fetched_layers']) or 'nothing'}: {difference['fetch_blobs']} blobs, "
+        f"{human_bytes(difference['fetch_bytes'])} of {human_bytes(difference['new_layer_bytes'])} "
+        "(a worker fetches only the shards its volume's blob cache lacks)"
     )
     return 0
 

@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from podenv.archive import ArchiveEntry, ArchiveInfo, write_archive
+from podenv.archive import ArchiveEntry
 from podenv.errors import PodenvError
 from podenv.layout import RELOCATIONS_FILE
 from podenv.lock import InstallPlan, PypiPackage, conda_records, read_plan
 from podenv.log import get_logger
 from podenv.progress import Progress, human_bytes
+from podenv.shards import ShardIndex, package_owners, write_sharded_layer
 
 _log = get_logger("envbuild")
 # Stands for the build directory in packed text files, until the worker relocates them.
@@ -284,8 +285,8 @@ def _is_executable(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o111)
 
 
-def pack_env(prefix: Path, output: Path, progress: Progress | None = None) -> ArchiveInfo:
-    """Pack ``prefix`` with conda-pack's file selection into a deterministic tar.zst."""
+def env_entries(prefix: Path) -> dict[str, ArchiveEntry]:
+    """What conda-pack would pack from ``prefix``, as our writer's entries, with the relocation list."""
     import conda_pack
 
     build_prefix = str(prefix.resolve())
@@ -307,11 +308,18 @@ def pack_env(prefix: Path, output: Path, progress: Progress | None = None) -> Ar
     collector.entries[RELOCATIONS_FILE] = ArchiveEntry(
         RELOCATIONS_FILE, "file", data=json.dumps(relocations, indent=1).encode()
     )
+    return collector.entries
+
+
+def pack_env(prefix: Path, output: Path) -> ShardIndex:
+    """Pack ``prefix`` (conda-pack's file selection) as a package-sharded layer in ``output``."""
+    entries = env_entries(prefix)
     started = time.monotonic()
-    info = write_archive(collector.entries.values(), output, progress=progress)
+    index = write_sharded_layer(entries.values(), package_owners(prefix), output)
     _log.info(
-        f"packed {output.name}: {human_bytes(info.size)} from {human_bytes(info.unpacked_size)} "
-        f"in {info.files} files, {info.digest}, {time.monotonic() - started:.1f}s",
-        extra={"fields": {"digest": info.digest, "size": info.size, "files": info.files}},
+        f"packed {output.name}: {len(index.shards)} shards, {human_bytes(index.size)} from "
+        f"{human_bytes(index.unpacked_size)} in {index.files} files, {index.digest}, "
+        f"{time.monotonic() - started:.1f}s",
+        extra={"fields": {"digest": index.digest, "size": index.size, "shards": len(index.shards)}},
     )
-    return info
+    return index

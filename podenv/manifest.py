@@ -14,15 +14,18 @@ from typing import Any
 from podenv.digests import digest_bytes
 from podenv.errors import ManifestError
 
-SCHEMA_VERSION = 1
+# Version 2 adds package-sharded layers; version 1 manifests (one tar.zst per layer) stay
+# readable, because a rollback to a release published before is a promise already made.
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 LAYER_MEDIA_TYPE = "application/vnd.podenv.layer.v1.tar+zstd"
-_SCHEMA_FILE = "release-manifest.v1.json"
+SHARDED_MEDIA_TYPE = "application/vnd.podenv.layer.v2.shards+json"
 _MAX_DETAIL = 160
 
 
 @cache
-def schema() -> dict[str, Any]:
-    text = resources.files("podenv.schemas").joinpath(_SCHEMA_FILE).read_text()
+def schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    text = resources.files("podenv.schemas").joinpath(f"release-manifest.v{version}.json").read_text()
     return json.loads(text)
 
 
@@ -39,7 +42,13 @@ def validate(document: Any) -> None:
     """Raise ManifestError naming the first wrong field, if ``document`` fails the schema."""
     import jsonschema  # imported here: a warm boot that trusts its own marker never needs it
 
-    validator = jsonschema.Draft202012Validator(schema())
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise ManifestError(
+            f"release manifest is invalid at $.schema_version: {version!r} is none of the versions "
+            f"this podenv reads ({', '.join(map(str, READABLE_VERSIONS))}); a newer podenv may boot it."
+        )
+    validator = jsonschema.Draft202012Validator(schema(version))
     try:
         error = jsonschema.exceptions.best_match(validator.iter_errors(document))
     except RecursionError:
@@ -62,6 +71,10 @@ class Layer:
     files: int
     target: str
     document: dict[str, Any]
+
+    @property
+    def sharded(self) -> bool:
+        return self.document["media_type"] == SHARDED_MEDIA_TYPE
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> "Layer":

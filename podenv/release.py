@@ -23,8 +23,16 @@ from podenv.envspec import EnvSpec
 from podenv.errors import AlreadyExistsError, NotFoundError
 from podenv.lock import read_plan
 from podenv.log import get_logger
-from podenv.manifest import LAYER_MEDIA_TYPE, SCHEMA_VERSION, Manifest, utc_timestamp
+from podenv.manifest import (
+    LAYER_MEDIA_TYPE,
+    SCHEMA_VERSION,
+    SHARDED_MEDIA_TYPE,
+    Layer,
+    Manifest,
+    utc_timestamp,
+)
 from podenv.progress import Progress, human_bytes
+from podenv.shards import INDEX_FILE, ShardIndex, layer_blobs, parse_index
 from podenv.store import Store
 
 _log = get_logger("release")
@@ -46,6 +54,20 @@ def layer_document(
     }
     document.update(extra or {})
     return document
+
+
+def sharded_layer_document(index: ShardIndex, kind: str, name: str, target: str) -> dict[str, Any]:
+    """A package-sharded layer as the manifest records it: its identity is its index's digest."""
+    return {
+        "kind": kind,
+        "name": name,
+        "media_type": SHARDED_MEDIA_TYPE,
+        "digest": index.digest,
+        "size": index.size,
+        "unpacked_size": index.unpacked_size,
+        "files": index.files,
+        "target": target,
+    }
 
 
 def write_layer_info(path: Path, layer: dict[str, Any], archive: Path) -> None:
@@ -125,6 +147,15 @@ def _refuse_conflicting_release(store: Store, manifest: Manifest) -> None:
         )
 
 
+def _layer_blobs(layer: Layer, archive: Path) -> dict[str, Path]:
+    """The blobs of one built layer by digest, the index last: a store that has a layer's
+    index has every shard it names."""
+    if not layer.sharded:
+        return {layer.digest: archive}
+    index = parse_index((archive / INDEX_FILE).read_bytes(), layer.digest)
+    return layer_blobs(archive, index)
+
+
 def publish(
     store: Store, manifest: Manifest, archives: dict[str, Path], channel: str | None = None
 ) -> PublishReport:
@@ -132,11 +163,13 @@ def publish(
     _refuse_conflicting_release(store, manifest)
     report = PublishReport(manifest.name, manifest.version, manifest.digest)
     for layer in manifest.layers:
-        archive = archives[layer.digest]
-        upload = store.put_blob(archive, layer.digest, Progress(f"upload {layer.name}", total=layer.size))
-        (report.uploaded_blobs if upload.uploaded else report.present_blobs).append(layer.digest)
-        report.uploaded_bytes += upload.size if upload.uploaded else 0
-        state = "uploaded" if upload.uploaded else "already in the store"
+        uploaded = 0
+        for digest, path in _layer_blobs(layer, archives[layer.digest]).items():
+            upload = store.put_blob(path, digest, Progress(f"upload {layer.name}", total=path.stat().st_size))
+            (report.uploaded_blobs if upload.uploaded else report.present_blobs).append(digest)
+            uploaded += upload.size if upload.uploaded else 0
+        report.uploaded_bytes += uploaded
+        state = f"uploaded {human_bytes(uploaded)}" if uploaded else "already in the store"
         _log.info(
             f"layer {layer.name}: {state} ({human_bytes(layer.size)}, {layer.digest})",
             extra={"fields": {"layer": layer.name, "digest": layer.digest, "uploaded": upload.uploaded}},

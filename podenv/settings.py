@@ -40,6 +40,12 @@ WRITERS = Setting(
     "parallel file writers per layer: many on a network volume, few on a local disk",
     "boot",
 )
+JOBS = Setting(
+    "PODENV_JOBS",
+    None,
+    "processes installing a release's shards and layers side by side (default: the CPUs the worker has)",
+    "boot",
+)
 PLACEMENT = Setting(
     "PODENV_PLACEMENT",
     "volume",
@@ -118,6 +124,7 @@ SETTINGS: tuple[Setting, ...] = (
     CHANNEL,
     ROOT,
     WRITERS,
+    JOBS,
     PLACEMENT,
     LOCAL_ROOT,
     ALLOW_NO_VOLUME,

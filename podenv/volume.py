@@ -5,7 +5,8 @@
     <root>/staging/                      private work in progress, one directory per installer
     <root>/leases/<hex>.lease            who is installing a layer, with a heartbeat (mtime)
     <root>/in-use/<name>/<version>/<host>.<pid>   a running worker's release, with a heartbeat
-    <root>/blobs/<hex>                   compressed layers kept for other workers (--keep-blobs)
+    <root>/blobs/<hex>                   the blob cache (podenv.blobcache): every shard of a sharded layer,
+                                         and old-format layers with --keep-blobs
     <root>/boot-reports/                 one JSON per boot
     <root>/channels/<name>/<channel>.json   the last channel pointer seen, for offline boots
     <root>/manifests/<name>/<version>.json  a release manifest `podenv warm` put there (used

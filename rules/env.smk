@@ -21,7 +21,7 @@ rule pack_env:
     input:
         prefix=f"{BUILD}/{{name}}/prefix",
     output:
-        archive=f"{BUILD}/{{name}}/env.tar.zst",
+        archive=directory(f"{BUILD}/{{name}}/env-shards"),
         info=f"{BUILD}/{{name}}/env.json",
     log:
         "logs/{name}/pack_env.log",

@@ -1,7 +1,7 @@
 """Deterministic tar.zst layers: a writer that gives the same bytes for the same tree, and a
 streaming reader that hashes, decompresses and safely extracts in one pass."""
 
-from podenv.archive.reader import ExtractResult, Limits, extract_file, extract_stream
+from podenv.archive.reader import ExtractResult, Limits, extract_file, extract_shard, extract_stream
 from podenv.archive.writer import (
     ArchiveEntry,
     ArchiveInfo,
@@ -17,6 +17,7 @@ __all__ = [
     "Limits",
     "entries_from_tree",
     "extract_file",
+    "extract_shard",
     "extract_stream",
     "pack_tree",
     "write_archive",

@@ -486,6 +486,28 @@ def _check_digest(source: _HashingChunkReader, expected: str | None, label: str)
         )
 
 
+def _run_extraction(
+    source: _HashingChunkReader, extraction: "_Extraction", expected_digest: str | None, label: str
+) -> None:
+    """Read every member into ``extraction``; a digest that differs explains an unsafe member."""
+    try:
+        _read_members(source, extraction)
+        extraction.finish()
+    except (zstandard.ZstdError, tarfile.TarError) as error:
+        extraction.abandon()
+        _check_digest(source, expected_digest, label)
+        raise PodenvError(f"{label} is not a valid tar.zst layer: {error}.") from None
+    except UnsafeArchiveError:
+        extraction.abandon()
+        if expected_digest is not None:
+            _check_digest(source, expected_digest, label)  # corruption explains the rest
+        raise
+    except BaseException:
+        extraction.abandon()
+        raise
+    _check_digest(source, expected_digest, label)
+
+
 def extract_stream(
     chunks: Iterable[bytes],
     target: Path,
@@ -516,22 +538,7 @@ def extract_stream(
     source = _HashingChunkReader(chunks, progress)
     extraction = _Extraction(target, writers, limits or Limits(), label)
     try:
-        try:
-            _read_members(source, extraction)
-            extraction.finish()
-        except (zstandard.ZstdError, tarfile.TarError) as error:
-            extraction.abandon()
-            _check_digest(source, expected_digest, label)
-            raise PodenvError(f"{label} is not a valid tar.zst layer: {error}.") from None
-        except UnsafeArchiveError:
-            extraction.abandon()
-            if expected_digest is not None:
-                _check_digest(source, expected_digest, label)  # corruption explains the rest
-            raise
-        except BaseException:
-            extraction.abandon()
-            raise
-        _check_digest(source, expected_digest, label)
+        _run_extraction(source, extraction, expected_digest, label)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
@@ -557,3 +564,72 @@ def extract_file(
         progress=progress,
         limits=limits,
     )
+
+
+class _ShardExtraction(_Extraction):
+    """One shard of a package-sharded layer: regular files only, into a staging directory that
+    other processes fill with the layer's other shards at the same time.
+
+    The layer's directories exist already (made from its index); a file whose directory is not
+    one of them (below a link, below a file, or nowhere) is refused. Links come from the index
+    once every shard is in, so no shard may carry one. ``O_EXCL`` makes a path that a second
+    shard also carries fail in whichever process comes second.
+    """
+
+    def __init__(
+        self,
+        target: Path,
+        writers: int,
+        limits: Limits,
+        label: str,
+        directories: frozenset[str],
+        in_flight: int,
+    ) -> None:
+        super().__init__(target, writers, limits, label)
+        self._budget = _ByteBudget(in_flight)
+        self._layer_directories = directories
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if self._failure is not None:
+            raise self._failure
+        name = _member_name(member)
+        if not member.isreg():
+            raise UnsafeArchiveError(
+                f"shard member '{member.name}' is not a regular file (a shard holds files only; "
+                "directories and links come from the layer's index); refusing to extract."
+            )
+        self._check_new(name, member, directory=False)
+        self._check_limits(member)
+        if name in self._layer_directories or name.rpartition("/")[0] not in self._layer_directories:
+            raise UnsafeArchiveError(
+                f"shard member '{member.name}' is not in a directory of the layer's index "
+                "(below a link, a file, or nothing); refusing to extract."
+            )
+        self._add_file(tar, member, name)
+        self.file_count += 1
+
+
+def extract_shard(
+    chunks: Iterable[bytes],
+    target: Path,
+    directories: frozenset[str],
+    *,
+    expected_digest: str,
+    label: str,
+    limits: Limits,
+    writers: int = 4,
+    in_flight: int = IN_FLIGHT_LIMIT,
+) -> ExtractResult:
+    """Extract one verified shard's files into ``target``, which exists with ``directories``
+    ("" included). What it wrote stays on failure: the caller owns and removes the staging."""
+    source = _HashingChunkReader(chunks, None)
+    target = Path(os.path.abspath(target))
+    extraction = _ShardExtraction(target, writers, limits, label, directories, in_flight)
+    try:
+        _run_extraction(source, extraction, expected_digest, label)
+    except FileExistsError as error:
+        taken = os.path.relpath(error.filename, target) if error.filename else "a file"
+        raise UnsafeArchiveError(
+            f"{label} carries '{taken}', which another shard of the layer carries too; refusing to extract."
+        ) from None
+    return ExtractResult(source.digest, source.size, extraction.file_count, extraction.bytes_written)

@@ -4,10 +4,12 @@ Warm path: the release's view and every layer's marker are on the volume; nothin
 from the store (it need not even be reachable for a pinned release), and the process
 execs at once. Nothing heavy is imported at the top of these modules for that reason.
 
-Cold path, per missing layer: take the layer's lease (or wait for its holder), check the
-space, stream the blob (parallel ranged GETs in order) through sha256, zstd and the safe
-extractor into a private staging directory, relocate the env to its final path, write the
-marker, rename into place. A worker that loses a race throws its staging away.
+Cold path: check the space; take each missing layer's lease (or wait for its holder); bring
+every blob of those layers (the shards of a sharded env, the tar.zst of an old-format layer)
+through one pool of processes: from the volume's blob cache or the store (ranged GETs),
+through sha256, zstd and the safe extractor into private staging; then per layer make the
+index's links, relocate the env to its final path, write the marker, rename into place. A
+worker that loses a race throws its staging away.
 
 One module per concern: `options` (what to boot), `warm` (what the volume has), `install`
 (one layer), `space`, `views` (the release directory), `prepare` (the whole boot), `report`
@@ -16,7 +18,7 @@ and `execute` (the worker's environment and the exec). Which release to boot is
 """
 
 from podenv.boot.execute import STORE_CREDENTIALS, TELEMETRY_OFF, exec_into, worker_environment
-from podenv.boot.install import install_layer
+from podenv.boot.install import install_missing
 from podenv.boot.options import BootOptions
 from podenv.boot.prepare import prepare
 from podenv.boot.report import BootReport, ReadyRelease, summary_line, write_report
@@ -33,7 +35,7 @@ __all__ = [
     "ReadyRelease",
     "check_space",
     "exec_into",
-    "install_layer",
+    "install_missing",
     "prepare",
     "space_free",
     "space_needed",

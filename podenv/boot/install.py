@@ -1,15 +1,30 @@
-"""One layer onto the volume: under its lease, streamed and verified into private staging,
-relocated, marked and renamed into place; or waited for, when another worker holds the lease."""
+"""A release's missing layers onto a volume (the network volume, or the worker's own disk for
+placement=local), together: each under its lease, every blob of them (the shards of a sharded
+env, the tar.zst of an old-format layer) through one pool of processes (`podenv.blobpool`) into
+private staging, then relocated, marked and renamed into place. Layers another worker holds are
+waited for while ours install. `unpack_into` is the one-stream path placement=local uses for an
+old-format env from the volume's blob cache."""
 
+import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from podenv.blobcache import BlobCache
+from podenv.blobpool import (
+    LayerJob,
+    blob_tasks,
+    default_jobs,
+    fetch_index,
+    make_directories,
+    make_links,
+    run_jobs,
+)
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport
-from podenv.errors import BootError, IntegrityError, UnsafeArchiveError
+from podenv.errors import BootError, UnsafeArchiveError
 from podenv.manifest import Layer
 from podenv.store import Store
 from podenv.volume import (
@@ -28,33 +43,6 @@ if TYPE_CHECKING:
 
 _POLL = 0.25
 _VISIBILITY_GRACE = 3.0
-
-
-def _layer_source(
-    store: Store, volume: Volume, layer: Layer, keep_blobs: bool, report: BootReport
-) -> tuple[Iterator[bytes], Path | None]:
-    """Chunks of the layer's blob: from the volume's blob cache, or from the store."""
-    from podenv.fileio import read_file_chunks
-    from podenv.progress import Progress
-
-    cached = volume.blob_path(layer.digest)
-    if cached.is_file() and cached.stat().st_size == layer.size:
-        report.layers[layer.name] = "blob-cache"
-        return read_file_chunks(cached), None
-    progress = Progress(f"fetch {layer.name}", total=layer.size)
-    chunks = store.read_blob(layer.digest, progress, expected_size=layer.size)
-    if not keep_blobs:
-        return chunks, None
-    volume.blobs.mkdir(parents=True, exist_ok=True)
-    sink_path = cached.with_name(f".{cached.name}.{os.getpid()}.partial")
-    return _tee(chunks, sink_path), sink_path
-
-
-def _tee(chunks: Iterable[bytes], path: Path) -> Iterator[bytes]:
-    with open(path, "wb") as sink:
-        for chunk in chunks:
-            sink.write(chunk)
-            yield chunk
 
 
 def unpack_into(
@@ -87,53 +75,6 @@ def unpack_into(
         discard(staging)
 
 
-def _extract_layer(
-    store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
-) -> None:
-    chunks, blob_partial = _layer_source(store, volume, layer, options.keep_blobs, report)
-    try:
-        try:
-            published, result = unpack_into(volume, layer, chunks, options, report)
-        except IntegrityError as error:
-            if report.layers.get(layer.name) != "blob-cache":
-                raise
-            # A cached blob that fails its digest is removed and the layer fetched from the
-            # store instead (once: the cache holds nothing for it any more).
-            volume.blob_path(layer.digest).unlink(missing_ok=True)
-            report.warnings.append(
-                f"the volume's cached blob of layer {layer.name} was corrupt ({error.what})"
-            )
-            del report.layers[layer.name]
-            _extract_layer(store, volume, layer, options, report)
-            return
-        if blob_partial is not None:  # every byte has passed the digest: keep it for others
-            blob_partial.replace(volume.blob_path(layer.digest))
-        if published:
-            report.layers.setdefault(layer.name, "installed")
-        else:
-            report.layers[layer.name] = "lost-race"
-        if report.layers[layer.name] != "blob-cache":
-            report.bytes_fetched += result.size
-        report.bytes_written += result.bytes_written
-        report.files += result.files
-    finally:
-        if blob_partial is not None:
-            blob_partial.unlink(missing_ok=True)
-
-
-def _installed_within(volume: Volume, digest: str, grace: float) -> bool:
-    """Whether the layer is installed, looking again for ``grace`` seconds. On a network
-    filesystem another host's rename can reach this host after the removal of its lease
-    (`weed mount`: about a second): a waiter that took a just-released lease would otherwise
-    download the layer again, to lose the rename."""
-    deadline = time.monotonic() + grace
-    while not layer_is_installed(volume, digest):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL)
-    return True
-
-
 def clear_garbled(final: Path, complete: bool, what: str, report: BootReport) -> None:
     """Move aside a directory whose marker is garbled (a crash, a full disk, another program),
     so that the one just built can take its place: the volume repairs itself at the next boot."""
@@ -158,33 +99,149 @@ def _extract_limited(
     )
 
 
-def install_layer(
-    store: Store, volume: Volume, layer: Layer, options: BootOptions, report: BootReport
-) -> None:
-    """Make one layer present: install it, or wait for the worker that holds its lease."""
-    if layer_is_installed(volume, layer.digest):
-        report.layers[layer.name] = "present"
-        return
+def _installed_within(volume: Volume, digest: str, grace: float) -> bool:
+    """Whether the layer is installed, looking again for ``grace`` seconds. On a network
+    filesystem another host's rename can reach this host after the removal of its lease
+    (`weed mount`: about a second): a waiter that took a just-released lease would otherwise
+    download the layer again, to lose the rename."""
+    deadline = time.monotonic() + grace
+    while not layer_is_installed(volume, digest):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_POLL)
+    return True
+
+
+def _lease(volume: Volume, layer: Layer, options: BootOptions) -> Lease:
     # Beat well within the timeout others judge the lease by, or a live holder looks stale.
     heartbeat = min(2.0, options.lease_timeout / 3)
-    lease_path = volume.leases / f"{layer.digest.removeprefix('sha256:')}.lease"
-    lease = Lease(lease_path, options.lease_timeout, heartbeat)
-    deadline = time.monotonic() + options.wait_timeout
-    waited = False
-    while not lease.try_take():
-        waited = True
-        if layer_is_installed(volume, layer.digest):
-            report.layers[layer.name] = "waited"
-            return
-        if time.monotonic() > deadline:
+    path = volume.leases / f"{layer.digest.removeprefix('sha256:')}.lease"
+    return Lease(path, options.lease_timeout, heartbeat)
+
+
+def _prepare(store: Store, volume: Volume, layer: Layer, cache: Path) -> LayerJob:
+    job = LayerJob(layer, volume.new_staging(layer.digest.removeprefix("sha256:")[:16]))
+    if layer.sharded:
+        job.index, job.index_fetched = fetch_index(store, BlobCache(cache), layer)
+        make_directories(job.target, job.index)
+    return job
+
+
+def _finisher(volume: Volume, report: BootReport, started: float) -> Callable[[LayerJob], None]:
+    from podenv.relocate import relocate
+
+    def finish(job: LayerJob) -> None:
+        layer = job.layer
+        final = volume.layer_dir(layer.digest)
+        if job.index is not None:
+            make_links(job.target, job.index, f"layer {layer.name}")
+        if os.path.lexists(job.target / MARKER):
+            raise UnsafeArchiveError(
+                f"layer {layer.name} holds an entry named {MARKER}, podenv's own marker; "
+                "refusing to install it"
+            )
+        if layer.kind == "env":
+            relocate(job.target, str(final))
+        files = sum(result.files for result in job.results) + (len(job.index.symlinks) if job.index else 0)
+        written = sum(result.bytes_written for result in job.results)
+        marker = {"digest": layer.digest, "name": layer.name, "files": files, "bytes": written}
+        marker.update(installed_at=time.time())
+        write_marker(job.target, marker)
+        clear_garbled(final, layer_is_installed(volume, layer.digest), f"layer {layer.name}", report)
+        cached = bool(job.results) and all(result.from_cache for result in job.results)
+        if not publish_directory(job.target, final):
+            report.layers[layer.name] = "lost-race"
+        else:
+            report.layers.setdefault(layer.name, "blob-cache" if cached else "installed")
+        report.bytes_fetched += job.index_fetched + sum(result.fetched for result in job.results)
+        report.bytes_written += written
+        report.files += files
+        report.phases[f"layer:{layer.name}"] = round(time.monotonic() - started, 4)
+
+    return finish
+
+
+def _install_held(
+    store: Store,
+    volume: Volume,
+    layers: list[Layer],
+    options: BootOptions,
+    report: BootReport,
+    started: float,
+    cache: Path,
+) -> None:
+    """Install the layers whose leases we hold, all through one pool."""
+    jobs: list[LayerJob] = []
+    store_url = options.store_url or ""
+    try:
+        tasks = []
+        for layer in layers:
+            jobs.append(_prepare(store, volume, layer, cache))
+            # A sharded layer's blobs live in the volume's cache; an old-format one's if asked.
+            cache_dir = str(cache) if layer.sharded or options.keep_blobs else None
+            tasks += blob_tasks(jobs[-1], store_url, cache_dir, options.writers)
+        peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
+        report.peak_worker_rss = max(report.peak_worker_rss, peak)
+    finally:
+        for job in jobs:
+            discard(job.staging)
+
+
+def install_missing(
+    store: Store,
+    volume: Volume,
+    layers: Sequence[Layer],
+    options: BootOptions,
+    report: BootReport,
+    cache: Path | None = None,
+) -> None:
+    """Make every layer present on ``volume``: install those whose lease we get, together; wait
+    for the rest. Blobs are cached in ``cache`` (default: the volume's own blob cache; with
+    placement=local, the network volume's, while the env goes to the local disk).
+
+    ``report.layers`` says per layer: present, installed, blob-cache, waited or lost-race.
+    """
+    pending = list(layers)
+    waited: set[str] = set()
+    started = time.monotonic()
+    deadline = started + options.wait_timeout
+
+    def found(layer: Layer) -> None:
+        report.layers[layer.name] = "waited" if layer.name in waited else "present"
+        report.phases[f"layer:{layer.name}"] = round(time.monotonic() - started, 4)
+
+    while pending:
+        mine, leases, others = [], [], []
+        for layer in pending:
+            if layer_is_installed(volume, layer.digest):
+                found(layer)
+                continue
+            lease = _lease(volume, layer, options)
+            if lease.try_take():
+                leases.append(lease)
+                mine.append(layer)
+            else:
+                waited.add(layer.name)
+                others.append(layer)
+        with contextlib.ExitStack() as stack:
+            for lease in leases:
+                stack.enter_context(held(lease))
+            # Found complete once the holder let go: we waited for it, it was not there before.
+            todo = []
+            for layer in mine:
+                grace = _VISIBILITY_GRACE if layer.name in waited else 0.0
+                if _installed_within(volume, layer.digest, grace):
+                    found(layer)
+                else:
+                    todo.append(layer)
+            if todo:
+                _install_held(store, volume, todo, options, report, started, cache or volume.blobs)
+        pending = others
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(layer.name for layer in pending)
             raise BootError(
                 f"gave up after {options.wait_timeout:.0f}s waiting for another worker "
-                f"to install layer {layer.name}."
+                f"to install layer {names}."
             )
-        time.sleep(_POLL)
-    with held(lease):
-        if _installed_within(volume, layer.digest, _VISIBILITY_GRACE if waited else 0.0):
-            # Found complete once the holder let go: we waited for it, it was not there before.
-            report.layers[layer.name] = "waited" if waited else "present"
-            return
-        _extract_layer(store, volume, layer, options, report)
+        if pending:
+            time.sleep(_POLL)

@@ -24,6 +24,9 @@ class BootOptions(ReleaseOptions):
     def local(self) -> bool:
         return self.placement == "local"
 
+    # Processes installing blobs (shards, layers) side by side; 0: the CPUs the worker has.
+    jobs: int = 0
+
     @property
     def env_name(self) -> str:
         """The env to boot; boot refuses to start without one (see `resolve.check_names`)."""

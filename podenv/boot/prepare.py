@@ -5,7 +5,7 @@ import time
 from contextlib import suppress
 from typing import Any
 
-from podenv.boot.install import clear_garbled, install_layer
+from podenv.boot.install import clear_garbled, install_missing
 from podenv.boot.local import install_local_env
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport, ReadyRelease, reserve_report
@@ -107,14 +107,32 @@ def _install_release(
     with installing(volume, manifest.name, manifest.version, digests, options.lease_timeout):
         _preflight(options, volume, local, manifest)
         since = report.phase("preflight", since)
-        for layer in manifest.layers:
-            if local is not None and layer.kind == "env":
-                install_local_env(store, volume, local, layer, options, report)
-            else:
-                install_layer(store, volume, layer, options, report)
-            since = report.phase(f"layer:{layer.name}", since)
+        _install_layers(store, volume, local, manifest, options, report)
+        since = report.phase("layers", since)
         _publish_views(volume, local, manifest, report)
     report.phase("view", since)
+
+
+def _install_layers(
+    store: Store,
+    volume: Volume,
+    local: Volume | None,
+    manifest: Manifest,
+    options: BootOptions,
+    report: BootReport,
+) -> None:
+    """Every missing layer through one pool of processes; with placement=local the env goes to
+    the worker's disk (its shards cached on the volume), an old-format env by its own stream."""
+    if local is None:
+        install_missing(store, volume, manifest.layers, options, report)
+        return
+    for layer in manifest.layers:
+        if layer.kind == "env" and layer.sharded:
+            install_missing(store, local, [layer], options, report, cache=volume.blobs)
+        elif layer.kind == "env":
+            install_local_env(store, volume, local, layer, options, report)
+    models = [layer for layer in manifest.layers if layer.kind != "env"]
+    install_missing(store, volume, models, options, report)
 
 
 def _publish_views(volume: Volume, local: Volume | None, manifest: Manifest, report: BootReport) -> None:

@@ -35,6 +35,8 @@ class BootReport:
     bytes_written: int = 0
     files: int = 0
     layers: dict[str, str] = field(default_factory=dict)
+    # The largest resident set of any installing process, in bytes (the memory bound's witness).
+    peak_worker_rss: int = 0
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
     placement: str = "volume"

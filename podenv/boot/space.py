@@ -12,9 +12,12 @@ SPACE_MARGIN = 256 << 20
 
 
 def space_needed(missing: Sequence[Layer], keep_blobs: bool, blobs: Sequence[Layer] = ()) -> int:
-    """Bytes the missing layers take once installed (and their blobs, if kept), plus the
+    """Bytes the missing layers take once installed (and their blobs, if kept: a sharded
+    layer's always are, the volume's blob cache is where its shards live), plus the
     compressed ``blobs`` to cache (placement=local: the env's blob on the volume)."""
-    unpacked = sum(layer.unpacked_size + (layer.size if keep_blobs else 0) for layer in missing)
+    unpacked = sum(
+        layer.unpacked_size + (layer.size if keep_blobs or layer.sharded else 0) for layer in missing
+    )
     return unpacked + sum(layer.size for layer in blobs)
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from podenv.archive import pack_tree
+from podenv.archive import entries_from_tree, pack_tree
 from podenv.channels import promote
 from podenv.manifest import SCHEMA_VERSION, Layer, Manifest
-from podenv.release import layer_document
+from podenv.release import layer_document, sharded_layer_document
+from podenv.shards import layer_blobs, write_sharded_layer
 from podenv.store import blob_key, open_store
 from podenv.volume import MARKER
 
@@ -61,10 +62,12 @@ class Published:
         return next(layer for layer in self.manifest.layers if layer.name == name)
 
 
-def manifest_document(name: str, version: str, layers: list[dict[str, Any]]) -> dict[str, Any]:
+def manifest_document(
+    name: str, version: str, layers: list[dict[str, Any]], schema_version: int = SCHEMA_VERSION
+) -> dict[str, Any]:
     """A valid manifest around ``layers`` (the shape of tests/manifests.py, no CUDA)."""
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": schema_version,
         "name": name,
         "version": version,
         "created": "2026-01-01T00:00:00Z",
@@ -88,8 +91,9 @@ def publish_release(
     layers: list[LayerSource],
     workdir: Path,
     channel: str | None = None,
+    schema_version: int = SCHEMA_VERSION,
 ) -> Published:
-    """Pack each tree, upload the blobs, put the release, and move ``channel`` to it."""
+    """Pack each tree as one tar.zst, upload the blobs, put the release, and move ``channel`` to it."""
     store = open_store(store_url)
     documents, archives = [], {}
     workdir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +106,7 @@ def publish_release(
             extra = {"model": {"id": f"podenv/{source.name}", "source": "local", "revision": "r1"}}
         documents.append(layer_document(info, source.kind, source.name, source.target, extra))
         archives[source.name] = archive
-    manifest = Manifest.from_document(manifest_document(name, version, documents))
+    manifest = Manifest.from_document(manifest_document(name, version, documents, schema_version))
     store.put_release(name, version, manifest.canonical_bytes())
     if channel is not None:
         promote(store, name, version, channel)
@@ -134,6 +138,23 @@ def publish_archive(
     if channel is not None:
         promote(store, name, version, channel)
     return Published(store_url, manifest, {"env": archive})
+
+
+def publish_sharded_release(
+    store_url: str, name: str, version: str, tree: Path, package_of: Callable[[str], str], workdir: Path
+) -> Published:
+    """``tree`` as one package-sharded env layer (``package_of`` names each file's package)."""
+    store = open_store(store_url)
+    entries = entries_from_tree(tree)
+    owners = {entry.name: package_of(entry.name) for entry in entries if entry.kind == "file"}
+    output = workdir / f"{name}-{version}-env"
+    index = write_sharded_layer(entries, owners, output)
+    for digest, path in layer_blobs(output, index).items():
+        store.put_blob(path, digest)
+    layer = sharded_layer_document(index, "env", "env", "env")
+    manifest = Manifest.from_document(manifest_document(name, version, [layer]))
+    store.put_release(name, version, manifest.canonical_bytes())
+    return Published(store_url, manifest, {"env": output})
 
 
 def write_small_env(directory: Path, version: str, files: int = 40) -> Path:

@@ -143,7 +143,8 @@ def test_diff_shows_packages_and_what_a_worker_would_fetch(store: Store) -> None
     publish_release(store, "1.0.0", six="1.16.0", env_digit="3")
     publish_release(store, "1.1.0", six="1.17.0", env_digit="5")
 
-    difference = diff_releases(load_release(store, "tts", "1.0.0"), load_release(store, "tts", "1.1.0"))
+    old, new = load_release(store, "tts", "1.0.0"), load_release(store, "tts", "1.1.0")
+    difference = diff_releases(old, new, store)
 
     assert difference["changed"] == {"pypi:six": {"from": "1.16.0", "to": "1.17.0"}}
     assert difference["added"] == {} and difference["removed"] == {}

@@ -66,10 +66,15 @@ def test_v2_changes_one_package_and_shares_the_model_layer(demo) -> None:
     )
 
 
+def _bytes(figure: str) -> float:
+    number, unit = figure.split()
+    return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(unit)
+
+
 def test_first_boots_are_cold_and_the_boot_after_rollback_fetches_nothing(demo) -> None:
     output = demo[0].stdout
     assert re.search(r"boot 1\.0\.0: cold in [\d.]+s, fetched [1-9][\d.]* MiB", _line(output, "serve-v1")[0])
-    assert re.search(r"boot 2\.0\.0: cold in [\d.]+s, fetched [1-9][\d.]* MiB", _line(output, "serve-v2")[0])
+    assert re.search(r"boot 2\.0\.0: cold in [\d.]+s, fetched [1-9][\d.]* \w+", _line(output, "serve-v2")[0])
     assert re.search(r"boot 1\.0\.0: warm in [\d.]+s, fetched 0 B;", _line(output, "serve-v1b")[0])
 
 
@@ -85,6 +90,15 @@ def test_the_demo_says_where_the_env_went(demo) -> None:
         f"placement {placement}: env on the {'local disk' if placement == 'local' else 'volume'} " in lines[0]
     )
     assert f"({where}/layers/" in lines[0] and lines[0].endswith("; models on the volume")
+
+
+def test_v2_fetches_only_the_changed_packages_shards_as_the_diff_said(demo) -> None:
+    output = demo[0].stdout
+    v1 = re.search(r"cold in [\d.]+s, fetched ([\d.]+ \w+)", _line(output, "serve-v1")[0])[1]
+    v2 = re.search(r"cold in [\d.]+s, fetched ([\d.]+ \w+)", _line(output, "serve-v2")[0])[1]
+    said = re.search(r"a worker on 1\.0\.0 fetches ([\d.]+ \w+) in \d+ blobs", _line(output, "publish")[1])
+    assert said is not None and said[1] == v2
+    assert _bytes(v2) < _bytes(v1) / 20, (v1, v2)  # the greeting shard and the small unowned one
 
 
 def test_the_demo_leaves_no_server_running_and_keeps_its_logs(demo) -> None:

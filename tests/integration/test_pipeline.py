@@ -10,9 +10,34 @@ from pathlib import Path
 import pytest
 
 from devkit.demoproject import build_channel_dir, create_project, write_env_spec, write_model
-from podenv.archive import extract_file
+from podenv.archive import Limits, extract_shard
+from podenv.blobpool import make_directories, make_links
+from podenv.catalog import load_index
+from podenv.digests import digest_bytes
+from podenv.fileio import read_file_chunks
+from podenv.manifest import Manifest
+from podenv.shards import parse_index
 from podenv.store import open_store
 from tests.integration.pipeline_support import REPOSITORY, snakemake
+
+
+def shard_digests(project: Path) -> dict[str, str]:
+    index = json.loads((project / "build/demo/env-shards/index.json").read_text())
+    return {shard["name"]: shard["digest"] for shard in index["shards"]}
+
+
+def install_built_layer(layer: Path, target: Path) -> None:
+    """What a worker does with a sharded env layer, from the build directory instead of a store."""
+    index_bytes = (layer / "index.json").read_bytes()
+    index = parse_index(index_bytes, digest_bytes(index_bytes))
+    make_directories(target, index)
+    directories = frozenset(("", *index.directories))
+    for shard in index.shards:
+        chunks = read_file_chunks(layer / shard.digest.removeprefix("sha256:"))
+        limits = Limits(bytes=shard.unpacked_size, files=shard.files)
+        label = shard.name
+        extract_shard(chunks, target, directories, expected_digest=shard.digest, label=label, limits=limits)
+    make_links(target, index, "env")
 
 
 def ran_rules(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -50,10 +75,17 @@ def test_publish_puts_layers_and_release_in_the_store(published: Path, s3_store:
     store = open_store(s3_store)
     release = json.loads(store.get_release("demo", "1.0.0"))
 
-    assert receipt["release_created"] and len(receipt["uploaded_blobs"]) == 2
-    assert [layer["kind"] for layer in release["layers"]] == ["env", "model"]
-    for layer in release["layers"]:
-        assert store.blob_size(layer["digest"]) == layer["size"]
+    env, model = release["layers"]
+    assert (env["kind"], env["media_type"]) == ("env", "application/vnd.podenv.layer.v2.shards+json")
+    assert model["media_type"] == "application/vnd.podenv.layer.v1.tar+zstd"
+    assert store.blob_size(model["digest"]) == model["size"]
+    # The env's blobs: its index, and one shard per package (and one for files no package owns).
+    index = load_index(store, Manifest.from_document(release).layers[0])
+    assert {shard.name for shard in index.shards} >= {"conda-python", "conda-greeting", "pypi-six", "unowned"}
+    blobs = [env["digest"], *[shard.digest for shard in index.shards]]
+    assert sum(store.blob_size(digest) for digest in blobs) == env["size"]
+    assert receipt["release_created"]
+    assert sorted(receipt["uploaded_blobs"]) == sorted([*blobs, model["digest"]])
     assert {p["name"] for p in release["sbom"]["conda"]} == {"python", "greeting"}
     assert (
         release["sbom"]["pypi"][0]["sha256"]
@@ -65,7 +97,7 @@ def test_publish_puts_layers_and_release_in_the_store(published: Path, s3_store:
 def test_packed_env_runs_its_own_python_elsewhere(published: Path, tmp_path: Path) -> None:
     target = tmp_path / "somewhere" / "else"
     target.parent.mkdir()
-    extract_file(published / "build/demo/env.tar.zst", target)
+    install_built_layer(published / "build/demo/env-shards", target)
     python = target / "bin" / "python"
     subprocess.run([str(python), str(target / "bin" / "conda-unpack")], check=True)
 
@@ -109,7 +141,7 @@ def test_changing_only_a_model_rebuilds_and_uploads_only_that_layer(
     model = json.loads((project / "build/demo/models/demo-model.json").read_text())["layer"]
     assert receipt["version"] == "1.1.0"
     assert receipt["uploaded_blobs"] == [model["digest"]]
-    assert receipt["present_blobs"] == [env_digest]
+    assert env_digest in receipt["present_blobs"] and len(receipt["present_blobs"]) > 4  # index and shards
 
 
 def test_same_lock_in_another_directory_gives_the_same_env_digest(
@@ -124,6 +156,20 @@ def test_same_lock_in_another_directory_gives_the_same_env_digest(
     first = json.loads((published / "build/demo/env.json").read_text())["layer"]["digest"]
     second = json.loads((other / "build/demo/env.json").read_text())["layer"]["digest"]
     assert first == second
+    assert shard_digests(published) == shard_digests(other)
+
+
+def test_one_changed_package_changes_only_its_shard_and_the_unowned_one(
+    published: Path, tmp_path: Path, channel_dir: Path, s3_store: str
+) -> None:
+    other = create_project(tmp_path / "next", REPOSITORY, s3_store, channel_dir, greeting_version="1.1")
+
+    result = snakemake(other, "build_env")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = shard_digests(published), shard_digests(other)
+    assert before.keys() == after.keys()
+    assert sorted(name for name in before if before[name] != after[name]) == ["conda-greeting", "unowned"]
 
 
 def test_publishing_an_existing_version_with_other_content_is_refused(

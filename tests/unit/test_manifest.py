@@ -1,3 +1,4 @@
+import copy
 import json
 
 import pytest
@@ -53,7 +54,8 @@ _DELETE = object()
     [
         ("name", "Bad Name", "$.name"),
         ("version", "../1", "$.version"),
-        ("schema_version", 2, "$.schema_version"),
+        ("schema_version", 3, "$.schema_version"),
+        ("schema_version", "1", "$.schema_version"),
         ("created", "yesterday", "$.created"),
         ("cuda", "twelve", "$.cuda"),
         ("layers.0.digest", "sha256:xyz", "$.layers[0].digest"),
@@ -87,3 +89,14 @@ def test_schema_patterns_match_the_name_rules_used_for_store_keys() -> None:
     properties = schema()["properties"]
     assert properties["name"]["pattern"] == NAME_PATTERN
     assert properties["version"]["pattern"] == VERSION_PATTERN
+
+
+def test_both_schema_versions_are_read_and_only_version_2_has_sharded_layers() -> None:
+    old = example_manifest()
+    assert Manifest.from_document(old).layers[0].sharded is False
+    sharded = copy.deepcopy(old)
+    sharded["layers"][0]["media_type"] = "application/vnd.podenv.layer.v2.shards+json"
+    with pytest.raises(ManifestError, match=r"\$\.layers\[0\]\.media_type"):
+        Manifest.from_document(sharded)
+    sharded["schema_version"] = 2
+    assert Manifest.from_document(sharded).layers[0].sharded is True

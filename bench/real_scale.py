@@ -1,0 +1,241 @@
+"""Real scale (`make bench-real`, not in CI): the speech env, built through our own pipeline, packed,
+installed cold from SeaweedFS, and upgraded by one package, against the baselines, in one run.
+
+The env: the local channel's CPython plus the hashed PyPI pins of `tests/speech/requirements.txt`
+(torch 2.8.0 with its CUDA wheels, torchaudio, f5-tts, whisperx: about 60,000 files, 9 GB),
+in a pixi.lock written with py-rattler, built by `snakemake build_env` once into
+``bench/.cache/real-scale`` (about 4 GB of downloads the first time). Then:
+
+* pack: ``podenv.envbuild.pack_env`` (package-sharded) against conda-pack's default tar.zst,
+  same prefix; seconds and bytes;
+* cold install from SeaweedFS to local disk, the page cache dropped before each round where
+  the machine allows it: `podenv boot` with 1 process and with every CPU, against the naive
+  sequence (boto3 download of one tar.zst of the same env, sha256, ``zstd -d | tar -x``,
+  conda-unpack);
+* upgrade: the same env with one PyPI package at another version (``--upgrade``, default
+  ``tqdm<4.70.1``), built through the pipeline too and booted over the first: bytes fetched
+  against the env's total, and how many shards the two envs share.
+
+Run from the repository root::
+
+    make bench-real        # or: python bench/real_scale.py [--repeat 2] [--json results.json]
+
+Goals (issue 12), on a 2-core machine: cold install <= 0.6x the naive sequence; pack >= 5x
+conda-pack at <= 1.25x its size; an upgrade of one package fetches <= 5% of the env's bytes;
+two envs that share torch share every common package's shard.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from boot import cold_naive, cold_ours, drop_caches, manifest_for, publish
+from pack_env import conda_pack_default
+
+from devkit.demoproject import PypiWheel, build_channel_dir, create_project
+from devkit.seaweed import SeaweedServer
+from podenv.archive import ArchiveInfo, write_archive
+from podenv.digests import digest_file
+from podenv.envbuild import env_entries, pack_env
+from podenv.release import layer_document, sharded_layer_document
+from podenv.shards import INDEX_FILE, ShardIndex, layer_blobs, parse_index
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPOSITORY = BENCH_DIR.parent
+CACHE = BENCH_DIR / ".cache" / "real-scale"
+REQUIREMENTS_IN = REPOSITORY / "tests" / "speech" / "requirements.in"
+REQUIREMENTS = REPOSITORY / "tests" / "speech" / "requirements.txt"
+PLATFORM = ["--python-platform", "x86_64-manylinux_2_28", "--python-version", "3.11"]
+
+
+def wheel_tags() -> set[str]:
+    """Tags a CPython 3.11 on manylinux_2_28 x86_64 installs."""
+    from packaging.tags import compatible_tags, cpython_tags
+
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(28, 4, -1)]
+    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    tags = [*cpython_tags((3, 11), platforms=platforms), *compatible_tags((3, 11), platforms=platforms)]
+    return {str(tag) for tag in tags}
+
+
+def pinned_wheels(label: str, override: str | None) -> list[PypiWheel]:
+    """The pins of requirements.txt (one overridden, if asked) as wheels with URL and hash (uv)."""
+    lock = CACHE / f"pylock.{label}.toml"
+    if not lock.exists():
+        # The pins of requirements.txt, less the package the override moves.
+        moved = re.split(r"[<>=!~ ]", override)[0] if override else None
+        pins = [line.split()[0] for line in REQUIREMENTS.read_text().splitlines() if "==" in line]
+        constraints = CACHE / f"constraints-{label}.txt"
+        constraints.write_text("".join(f"{pin}\n" for pin in pins if pin.split("==")[0] != moved))
+        command = [sys.executable, "-m", "uv", "pip", "compile", str(REQUIREMENTS_IN), *PLATFORM]
+        command += ["--constraint", str(constraints), "-o", str(lock)]
+        if override:
+            overrides = CACHE / f"override-{label}.txt"
+            overrides.write_text(override + "\n")
+            command += ["--override", str(overrides)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    from packaging.utils import parse_wheel_filename
+
+    tags = wheel_tags()
+    pins = []
+    for package in tomllib.loads(lock.read_text())["packages"]:
+        usable = [
+            wheel
+            for wheel in package.get("wheels", [])
+            if any(str(tag) in tags for tag in parse_wheel_filename(wheel["url"].rsplit("/", 1)[1])[3])
+        ]
+        # A package with no wheel (antlr4-python3-runtime) is locked as its sdist, as pixi would.
+        chosen = usable[0] if usable else package["sdist"]
+        pins.append(PypiWheel(package["name"], package["version"], chosen["url"], chosen["hashes"]["sha256"]))
+    return pins
+
+
+def built_prefix(label: str, override: str | None) -> Path:
+    """The env built once by `snakemake build_env`, as a user's pipeline builds it."""
+    project = CACHE / f"project-{label}"
+    prefix = project / "build" / "demo" / "prefix"
+    if (prefix / "conda-meta").is_dir():
+        return prefix
+    channel = CACHE / "channel"
+    if not channel.is_dir():
+        build_channel_dir(channel)
+    create_project(
+        project, REPOSITORY, f"file://{project}/store", channel, wheels=pinned_wheels(label, override)
+    )
+    # One package cache for both builds: the second downloads only the changed wheel.
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"), "-c2"]
+    command += [
+        "--directory",
+        str(project),
+        "build/demo/prefix",
+        "--config",
+        f"cache_dir={CACHE / 'packages'}",
+    ]
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    print(f"building {label} through the pipeline (first time only)", flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env={**os.environ, "PATH": path})
+    print(f"built {label} in {time.perf_counter() - started:.0f}s", flush=True)
+    return prefix
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def pack_figures(prefix: Path) -> tuple[dict, Path, ShardIndex]:
+    ours_out, baseline_out = CACHE / "env-shards", CACHE / "conda-pack.tar.zst"
+    shutil.rmtree(ours_out, ignore_errors=True)
+    baseline_out.unlink(missing_ok=True)
+    drop_caches()
+    ours = timed(lambda: pack_env(prefix, ours_out))
+    drop_caches()
+    baseline = timed(lambda: conda_pack_default(prefix, baseline_out))
+    index = parse_index((ours_out / INDEX_FILE).read_bytes(), digest_file(ours_out / INDEX_FILE))
+    figures = {"pack_podenv_s": ours, "pack_conda_pack_s": baseline, "pack_speedup": baseline / ours}
+    figures.update(podenv_bytes=index.size, conda_pack_bytes=baseline_out.stat().st_size)
+    figures["size_ratio"] = index.size / figures["conda_pack_bytes"]
+    print(
+        f"pack: podenv {ours:.1f}s vs conda-pack {baseline:.1f}s: {figures['pack_speedup']:.1f}x; "
+        f"size {index.size / 1e9:.2f} GB vs {figures['conda_pack_bytes'] / 1e9:.2f} GB: "
+        f"{figures['size_ratio']:.2f}; {len(index.shards)} shards, {index.files} files",
+        flush=True,
+    )
+    return figures, ours_out, index
+
+
+def layer_of(prefix: Path, output: Path) -> tuple[dict, dict[str, Path], ShardIndex]:
+    if not (output / INDEX_FILE).exists():
+        pack_env(prefix, output)
+    index = parse_index((output / INDEX_FILE).read_bytes(), digest_file(output / INDEX_FILE))
+    return sharded_layer_document(index, "env", "env", "env"), layer_blobs(output, index), index
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--upgrade", default="tqdm<4.70.1", help="the one package at another version")
+    parser.add_argument("--json", type=Path)
+    arguments = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cpus = len(os.sched_getaffinity(0))
+    prefix = built_prefix("base", None)
+    upgraded_prefix = built_prefix("upgrade", arguments.upgrade)
+    results, shards_dir, index = pack_figures(prefix)
+    layer = sharded_layer_document(index, "env", "env", "env")
+    blob = CACHE / "env-one-blob.tar.zst"
+    if not blob.exists():
+        write_archive(env_entries(prefix).values(), blob)
+    single = layer_document(ArchiveInfo(digest_file(blob), blob.stat().st_size, 0, 0), "env", "env", "env")
+    upgraded, upgraded_blobs, upgraded_index = layer_of(upgraded_prefix, CACHE / "env-shards-upgrade")
+    shared = set(index.shards) & set(upgraded_index.shards)
+    scratch = Path(tempfile.mkdtemp(prefix="real-", dir=CACHE))
+    server = SeaweedServer(scratch / "seaweed").start()
+    os.environ.update(server.environment)
+    store_url = f"s3://{server.bucket}/real"
+    try:
+        publish(store_url, "bench", manifest_for("bench", layer, 2), layer_blobs(shards_dir, index))
+        publish(store_url, "old", manifest_for("old", single, 1), {single["digest"]: blob})
+        key = f"real/blobs/sha256/{single['digest'].removeprefix('sha256:')}"
+        runs: dict[str, list[float]] = {"naive": [], "jobs1": [], f"jobs{cpus}": []}
+        for number in range(arguments.repeat):
+            round_dir = scratch / f"round-{number}"
+            drop_caches()
+            runs["naive"].append(cold_naive(server, key, single["digest"], round_dir / "naive"))
+            for jobs in (1, cpus):
+                drop_caches()
+                runs[f"jobs{jobs}"].append(cold_ours(store_url, "bench", round_dir / f"jobs{jobs}", jobs))
+            print(
+                f"round {number + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()), flush=True
+            )
+            shutil.rmtree(round_dir)
+        # The upgrade, booted over the first on one volume.
+        upgrade_store = f"s3://{server.bucket}/real-upgrade"
+        publish(upgrade_store, "up1", manifest_for("up1", layer, 2), layer_blobs(shards_dir, index))
+        publish(upgrade_store, "up2", manifest_for("up2", upgraded, 2), upgraded_blobs)
+        root = scratch / "upgrade"
+        cold_ours(upgrade_store, "up1", root, cpus)
+        before = len(list((root / "boot-reports").glob("*.json")))
+        cold_ours(upgrade_store, "up2", root, cpus)
+        reports = sorted((root / "boot-reports").glob("*.json"), key=os.path.getmtime)
+        assert len(reports) == before + 1
+        fetched = json.loads(reports[-1].read_text())["bytes_fetched"]
+    finally:
+        server.stop()
+    for name, times in runs.items():
+        results[f"install_{name}_s"] = min(times)
+    results["install_ratio"] = results[f"install_jobs{cpus}_s"] / results["install_naive_s"]
+    results["install_ratio_jobs1"] = results["install_jobs1_s"] / results["install_naive_s"]
+    results["install_scaling_1_to_n"] = results["install_jobs1_s"] / results[f"install_jobs{cpus}_s"]
+    results.update(cpus=cpus, upgrade_fetched_bytes=fetched, upgrade_env_bytes=upgraded["size"])
+    results["upgrade_fraction"] = fetched / upgraded["size"]
+    results["shared_shards"] = len(shared)
+    results["shards"] = len(upgraded_index.shards)
+    print(
+        f"install: podenv {cpus} processes {results[f'install_jobs{cpus}_s']:.1f}s, 1 process "
+        f"{results['install_jobs1_s']:.1f}s, naive {results['install_naive_s']:.1f}s: ratio "
+        f"{results['install_ratio']:.2f} (1 process {results['install_ratio_jobs1']:.2f}); upgrade "
+        f"({arguments.upgrade}) fetched {fetched / 1e6:.1f} MB of {upgraded['size'] / 1e9:.2f} GB "
+        f"({results['upgrade_fraction'] * 100:.2f}%); the two envs share {len(shared)} of "
+        f"{len(upgraded_index.shards)} shards"
+    )
+    if arguments.json:
+        arguments.json.write_text(json.dumps(results, indent=2) + "\n")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

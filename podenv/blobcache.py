@@ -1,0 +1,108 @@
+"""The volume's blob cache: verified copies of store blobs (shards, shard indexes, layers).
+
+    <volume>/blobs/<hex>                      a whole blob whose bytes hashed to <hex> when written
+    <volume>/blobs/.<hex>.<host>.<pid>.<n>.partial   a blob being written by one fetcher
+
+A blob appears in the cache only by renaming a partial file whose bytes were verified as they
+passed, so a reader never sees half a blob. The cache is still untrusted (a volume can rot, or
+somebody can write into it): every read-back is hashed again by its consumer, and a blob that
+fails is deleted (``evict``) and fetched from the store.
+
+The two ways in:
+
+* ``BlobCache.tee(digest, chunks)``: wrap a store stream that someone else verifies as it
+  consumes it (the extractor does); ``commit()`` it once verified. Nothing is read twice.
+* ``BlobCache.fetch(store, digest)``: fetch one blob into the cache, verified, and return its
+  path; for callers that want the blob on the volume before they read it back.
+
+Both are safe with concurrent writers: each writes its own partial file; the same digest
+renamed twice leaves the same bytes.
+"""
+
+import hashlib
+import os
+import socket
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from podenv.digests import digest_hex, format_digest
+from podenv.errors import IntegrityError
+from podenv.fileio import read_file_chunks
+
+
+@dataclass(frozen=True)
+class BlobCache:
+    directory: Path
+
+    def path(self, digest: str) -> Path:
+        return self.directory / digest_hex(digest)
+
+    def has(self, digest: str, size: int | None = None) -> bool:
+        """Whether a blob of that digest (and ``size``, when given) is in the cache; not verified."""
+        try:
+            found = self.path(digest).stat().st_size
+        except FileNotFoundError:
+            return False
+        return size is None or found == size
+
+    def chunks(self, digest: str) -> Iterator[bytes]:
+        """The cached blob's bytes, for a consumer that hashes them."""
+        return read_file_chunks(self.path(digest))
+
+    def evict(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+    def _partial(self, digest: str) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f".{digest_hex(digest)}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+        return self.directory / name
+
+    def tee(self, digest: str, chunks: Iterable[bytes]) -> "Tee":
+        return Tee(self, digest, chunks)
+
+    def fetch(self, store: Any, digest: str) -> Path:
+        """The blob in the cache, fetched from ``store`` and verified if it was not there."""
+        if self.has(digest):
+            return self.path(digest)
+        tee = self.tee(digest, store.read_blob(digest))
+        hasher = hashlib.sha256()
+        try:
+            for chunk in tee:
+                hasher.update(chunk)
+            actual = format_digest(hasher.hexdigest())
+            if actual != digest:
+                raise IntegrityError(
+                    f"blob {digest} from {store.url} hashes to {actual}; it was refused and deleted."
+                )
+            tee.commit()
+        finally:
+            tee.discard()
+        return self.path(digest)
+
+
+class Tee:
+    """Chunks passed through, and written to a partial file of the cache on the way."""
+
+    def __init__(self, cache: BlobCache, digest: str, chunks: Iterable[bytes]) -> None:
+        self._cache = cache
+        self._digest = digest
+        self._chunks = chunks
+        self._partial = cache._partial(digest)
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        with open(self._partial, "wb") as sink:
+            for chunk in self._chunks:
+                sink.write(chunk)
+                self.size += len(chunk)
+                yield chunk
+
+    def commit(self) -> None:
+        """Call once the consumer verified every byte: the blob becomes visible, whole."""
+        self._partial.replace(self._cache.path(self._digest))
+
+    def discard(self) -> None:
+        self._partial.unlink(missing_ok=True)

@@ -1,0 +1,338 @@
+"""Blobs into layer staging directories by a pool of processes: every shard of every layer at once.
+
+A boot installs its missing layers (env and models) through one pool of ``jobs`` processes,
+so one bound holds for CPU and memory whatever the layers are. A process takes one blob at a
+time: a shard of a package-sharded layer, or the single tar.zst of an old-format layer. It
+reads it from the volume's blob cache, or fetches it from the store (ranged GETs) into the
+cache as it goes; hashes, decompresses and extracts it with the archive reader's safe
+extraction, all in one pass.
+
+For a sharded layer the parent fetches the index first and makes its directories; the
+processes then write files only, into the one staging directory; once every shard is in,
+the parent makes the index's links (each checked to stay inside the layer); `podenv.boot.install`
+then relocates the env, writes the marker and renames the layer into place. A path in two shards, a file below
+a link, a link that leaves the layer, or any shard that fails stops every process; the
+staging is removed: all or nothing, as for one blob.
+
+Memory: each process holds at most ``PROCESS_MEMORY_BOUND`` (the ranged-GET window, the
+decompressed queue, file contents waiting for a writer, the interpreter); a boot at most
+``jobs + 1`` of them. ``tests/integration/test_shards_boot.py`` measures it.
+"""
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import resource
+import signal
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from podenv.archive import Limits, extract_shard, extract_stream
+from podenv.blobcache import BlobCache
+from podenv.errors import IntegrityError, PodenvError, UnsafeArchiveError
+from podenv.shards import INDEX_SIZE_LIMIT, ShardIndex, parse_index
+from podenv.store.backend import TransferConfig
+
+# Per process: 4 ranges of 4 MiB in flight (twice over), 32 MiB of files waiting for writers.
+SHARD_TRANSFER = TransferConfig(range_size=4 << 20, concurrency=4)
+SHARD_WRITERS = 4
+SHARD_IN_FLIGHT = 32 << 20
+PROCESS_MEMORY_BOUND = 256 << 20
+_PR_SET_PDEATHSIG = 1
+
+
+def default_jobs() -> int:
+    """The CPUs this worker may use: its affinity, capped by a cgroup v2 CPU quota if any."""
+    cpus = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, int(quota) // int(period)))
+    return max(1, cpus)
+
+
+@dataclass(frozen=True)
+class BlobTask:
+    """One blob to bring into a layer's staging directory. Crosses into a pool process."""
+
+    store_url: str
+    cache_dir: str | None  # the volume's blob cache; None: an old-format blob not kept
+    digest: str
+    size: int
+    label: str
+    target: str
+    index_digest: str | None  # a shard of this layer index, or None: a whole tar.zst layer
+    files: int
+    unpacked_size: int
+    writers: int
+
+
+@dataclass(frozen=True)
+class BlobResult:
+    digest: str
+    fetched: int
+    from_cache: bool
+    files: int
+    bytes_written: int
+    peak_rss: int
+
+
+# In the pool processes
+
+
+class Stopped(PodenvError):
+    """Another blob of the install failed first; this one stopped between two chunks."""
+
+
+_stop_event: Any = None
+
+
+def _start_worker(parent: int, stop: Any) -> None:
+    """A pool process must not outlive a boot killed with SIGKILL, writing into its staging."""
+    global _stop_event
+    _stop_event = stop
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
+
+
+def _stoppable(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if _stop_event is not None and _stop_event.is_set():
+            raise Stopped("stopped: another blob of the install failed")
+        yield chunk
+
+
+@cache
+def _process_store(url: str) -> Any:
+    from podenv.store import open_store
+
+    return open_store(url, transfer=SHARD_TRANSFER)
+
+
+@cache
+def _layer_directories(cache_dir: str, index_digest: str) -> frozenset[str]:
+    data = BlobCache(Path(cache_dir)).path(index_digest).read_bytes()
+    return frozenset(("", *parse_index(data, index_digest).directories))
+
+
+def _extract(task: BlobTask, chunks: Any) -> Any:
+    limits = Limits(bytes=task.unpacked_size, files=task.files)
+    if task.index_digest is None:
+        return extract_stream(
+            chunks, Path(task.target), expected_digest=task.digest, label=task.label, writers=task.writers,
+            limits=limits,
+        )  # fmt: skip
+    assert task.cache_dir is not None
+    directories = _layer_directories(task.cache_dir, task.index_digest)
+    return extract_shard(
+        chunks, Path(task.target), directories, expected_digest=task.digest, label=task.label,
+        limits=limits, writers=min(task.writers, SHARD_WRITERS), in_flight=SHARD_IN_FLIGHT,
+    )  # fmt: skip
+
+
+def run_blob_task(task: BlobTask) -> BlobResult:
+    """Cache or store -> sha256 -> zstd -> safe extraction; the blob joins the cache if verified."""
+    blobs = BlobCache(Path(task.cache_dir)) if task.cache_dir else None
+    if blobs is not None and blobs.has(task.digest, task.size):
+        try:
+            result = _extract(task, _stoppable(blobs.chunks(task.digest)))
+        except IntegrityError as error:
+            blobs.evict(task.digest)  # the volume's copy rotted: the next boot fetches it again
+            raise IntegrityError(f"{error} (the volume's cached copy; it was deleted)") from None
+        return BlobResult(task.digest, 0, True, result.files, result.bytes_written, _peak_rss())
+    chunks = _stoppable(_process_store(task.store_url).read_blob(task.digest, expected_size=task.size))
+    if blobs is None:
+        result = _extract(task, chunks)
+    else:
+        tee = blobs.tee(task.digest, chunks)
+        try:
+            result = _extract(task, tee)
+            tee.commit()
+        finally:
+            tee.discard()
+    return BlobResult(task.digest, result.size, False, result.files, result.bytes_written, _peak_rss())
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# In the boot process
+
+
+@dataclass
+class LayerJob:
+    """One layer being installed: its staging, its index (if sharded), its blobs still out."""
+
+    layer: Any
+    staging: Path
+    index: ShardIndex | None = None
+    waiting: set[str] = field(default_factory=set)
+    results: list[BlobResult] = field(default_factory=list)
+    index_fetched: int = 0
+
+    @property
+    def target(self) -> Path:
+        return self.staging / "layer"
+
+
+def _died() -> PodenvError:
+    return PodenvError(
+        "a process installing the layers died (killed, or out of memory?); nothing was kept",
+        "boot again; if it recurs, lower --jobs or give the worker more memory",
+    )
+
+
+class BlobPool:
+    """``jobs`` processes taking blob tasks; the first failure stops them all.
+
+    `concurrent.futures` rather than `multiprocessing.Pool`: a worker killed from outside (the
+    OOM killer) breaks the executor and fails every task at once, where a `Pool` would wait for
+    the lost task for ever (or deadlock on its queue lock). Stopping is cooperative: every
+    process checks a shared event between chunks, so the others end within one chunk.
+    """
+
+    def __init__(self, jobs: int) -> None:
+        context = multiprocessing.get_context("fork")  # a fork costs no imports; nothing to pickle
+        self._stop = context.Event()
+        self._executor = ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), self._stop)
+        )
+        self._tasks: dict[Future[BlobResult], BlobTask] = {}
+        self.peak_rss = 0
+
+    def submit(self, task: BlobTask) -> None:
+        try:
+            self._tasks[self._executor.submit(run_blob_task, task)] = task
+        except BrokenProcessPool:
+            raise _died() from None
+
+    def results(self) -> Iterator[tuple[BlobTask, BlobResult]]:
+        """Every task's result as it comes; raises the first failure."""
+        for future in as_completed(self._tasks):
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                raise _died() from None
+            self.peak_rss = max(self.peak_rss, result.peak_rss)
+            yield self._tasks[future], result
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+def fetch_index(store: Any, blobs: BlobCache, layer: Any) -> tuple[ShardIndex, int]:
+    """The layer's index, verified, from the cache or the store (into the cache); bytes fetched."""
+    fetched = 0
+    if not blobs.has(layer.digest):
+        size = store.blob_size(layer.digest)
+        if size is not None and size > INDEX_SIZE_LIMIT:
+            raise UnsafeArchiveError(
+                f"the index of layer {layer.name} is {size} bytes, more than any env needs; refusing it."
+            )
+        blobs.fetch(store, layer.digest)
+        fetched = blobs.path(layer.digest).stat().st_size
+    try:
+        return parse_index(blobs.path(layer.digest).read_bytes(), layer.digest), fetched
+    except PodenvError:
+        blobs.evict(layer.digest)
+        raise
+
+
+def make_directories(target: Path, index: ShardIndex) -> None:
+    target.mkdir()
+    for name in index.directories:  # sorted: every parent before its children
+        (target / name).mkdir()
+
+
+def make_links(target: Path, index: ShardIndex, label: str) -> None:
+    """The index's symlinks, once every file exists; each must resolve inside the layer."""
+    for name, link_target in index.symlinks:
+        member = tarfile.TarInfo(name)
+        member.type, member.linkname = tarfile.SYMTYPE, link_target
+        try:
+            tarfile.data_filter(member, str(target))
+        except tarfile.FilterError as error:
+            raise UnsafeArchiveError(
+                f"{label}: link '{name}' leaves the layer ({error}); refusing to install."
+            ) from None
+        try:
+            os.symlink(link_target, target / name)
+        except FileExistsError:
+            raise UnsafeArchiveError(
+                f"{label}: link '{name}' is also a file of a shard; refusing to install."
+            ) from None
+    # A link checked when it was made can escape through one made after it: check them all.
+    root = os.path.realpath(target)
+    for name, _ in index.symlinks:
+        resolved = os.path.realpath(target / name)
+        if os.path.commonpath([resolved, root]) != root:
+            raise UnsafeArchiveError(
+                f"{label}: link '{name}' leaves the layer through another link ('{resolved}'); "
+                "refusing to install."
+            )
+
+
+def blob_tasks(job: LayerJob, store_url: str, cache_dir: str | None, writers: int) -> list[BlobTask]:
+    layer = job.layer
+    label = f"layer {layer.name}"
+    if job.index is None:
+        return [
+            BlobTask(store_url, cache_dir, layer.digest, layer.size, label, str(job.target), None,
+                     layer.files, layer.unpacked_size, writers)
+        ]  # fmt: skip
+    return [
+        BlobTask(store_url, cache_dir, shard.digest, shard.size, f"{label}, shard {shard.name}",
+                 str(job.target), layer.digest, shard.files, shard.unpacked_size, writers)
+        for shard in job.index.shards
+    ]  # fmt: skip
+
+
+def run_jobs(
+    jobs: list[LayerJob],
+    tasks: list[BlobTask],
+    processes: int,
+    finish: Callable[[LayerJob], None],
+) -> int:
+    """Run every task in one pool; ``finish`` each layer once its last blob is in. Peak RSS."""
+    by_digest: dict[str, list[LayerJob]] = {}
+    for job in jobs:
+        for task in tasks:
+            if task.target == str(job.target):
+                job.waiting.add(task.digest)
+                by_digest.setdefault(task.digest, []).append(job)
+    for job in jobs:
+        if not job.waiting:
+            finish(job)  # a layer of directories and links only
+    if not tasks:
+        return 0
+    pool = BlobPool(min(processes, len(tasks)))
+    try:
+        # Biggest first: the last blob to finish is a small one.
+        for task in sorted(tasks, key=lambda task: -task.size):
+            pool.submit(task)
+        for task, result in pool.results():
+            job = next(job for job in by_digest[task.digest] if task.target == str(job.target))
+            job.results.append(result)
+            job.waiting.discard(task.digest)
+            if not job.waiting:
+                finish(job)
+    except BaseException:
+        pool.stop()
+        raise
+    pool.close()
+    return pool.peak_rss

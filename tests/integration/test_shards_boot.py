@@ -1,0 +1,176 @@
+"""`podenv boot` of package-sharded releases from the real S3 server: concurrency, deltas, memory,
+and a release written in the old format (schema 1, one tar.zst per layer) that must still boot."""
+
+import json
+import os
+import shutil
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from devkit.seaweed import SeaweedServer
+from podenv.blobcache import BlobCache
+from podenv.blobpool import PROCESS_MEMORY_BOUND
+from podenv.catalog import diff_releases, load_index, load_release
+from podenv.store import open_store
+from tests.integration.boot_support import (
+    LayerSource,
+    Published,
+    boot_argv,
+    clean_environment,
+    complete_layers,
+    lease_files,
+    listing,
+    publish_release,
+    publish_sharded_release,
+    report_of,
+    run,
+    start,
+    wait_for,
+    write_big_env,
+    write_small_env,
+)
+
+
+@pytest.fixture
+def env(s3env: dict[str, str]) -> dict[str, str]:
+    return clean_environment(s3env)
+
+
+def fresh_store(seaweed: SeaweedServer) -> str:
+    return f"s3://{seaweed.bucket}/shards-{uuid.uuid4().hex[:12]}"
+
+
+def package_of(path: str) -> str:
+    """The synthetic envs' packages: one per directory below files/ (and the big file alone)."""
+    parts = path.split("/")
+    return f"conda-{parts[1]}" if parts[0] == "files" and len(parts) > 2 else "conda-big"
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer, s3env) -> Published:
+    """20 packages of 500 small files, and a 96 MB random file that is a shard of its own."""
+    work = tmp_path_factory.mktemp("sharded-big")
+    write_big_env(work / "tree", 20, 500, 96 << 20)
+    return publish_sharded_release(fresh_store(seaweed), "big", "1", work / "tree", package_of, work)
+
+
+def test_sixteen_simultaneous_boots_download_each_shard_once(
+    big: Published, tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "volume"
+    layer = big.layer("env")
+    index = load_index(open_store(big.store), layer)
+    argv = boot_argv(root, big.name, big.store, ["--version", "1", "--jobs", "2"], ["true"])
+
+    processes = [start(argv, env) for _ in range(16)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    boots = [report_of(root, process.pid) for process in processes]
+    states = [boot["layers"]["env"] for boot in boots]
+    assert states.count("installed") == 1 and set(states) <= {"installed", "waited", "present"}, states
+    # Each shard and the index fetched once in all: the sum of the fetches is the layer's size.
+    assert sum(boot["bytes_fetched"] for boot in boots) == layer.size
+    cache = BlobCache(root / "blobs")
+    assert all(cache.has(shard.digest, shard.size) for shard in index.shards)
+    assert complete_layers(root)[layer.digest.removeprefix("sha256:")]["files"] == layer.files
+    assert listing(root / "staging") == [] and lease_files(root) == []
+    assert [name for name in listing(root / "blobs") if name.startswith(".")] == []  # no partial blob
+
+
+def pool_processes(pid: int) -> list[int]:
+    """The children of process ``pid`` (the boot's installing processes), from /proc."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(child) for child in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return children if len(children) >= 2 else []
+
+
+def test_a_killed_installing_process_fails_the_boot_at_once_and_leaves_nothing(
+    big: Published, tmp_path: Path, env: dict[str, str]
+) -> None:
+    root = tmp_path / "volume"
+    boot = start(boot_argv(root, big.name, big.store, ["--version", "1", "--jobs", "2"]), env)
+    victim = wait_for(lambda: pool_processes(boot.pid), 120, "the installing processes", boot)[0]
+
+    os.kill(victim, signal.SIGKILL)
+    _, err = boot.communicate(timeout=120)
+
+    assert boot.returncode != 0
+    assert "a process installing the layers died" in err, err[-2000:]
+    assert listing(root / "layers") == [] and listing(root / "staging") == []
+    assert lease_files(root) == []
+
+
+def test_peak_memory_of_an_install_stays_within_the_stated_bound(
+    big: Published, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A 96 MB file and 10,000 small ones through two processes: each stays under the bound."""
+    root = tmp_path / "volume"
+
+    result = run(boot_argv(root, big.name, big.store, ["--version", "1", "--jobs", "2"]), env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    [report] = [report for report in (root / "boot-reports").glob("*.json")]
+    document = json.loads(report.read_text())
+    assert 0 < document["peak_worker_rss"] <= PROCESS_MEMORY_BOUND, document["peak_worker_rss"]
+
+
+def test_an_upgrade_fetches_only_the_changed_packages_shard_and_diff_says_so(
+    tmp_path: Path, seaweed: SeaweedServer, env: dict[str, str], s3env
+) -> None:
+    store = fresh_store(seaweed)
+    work = tmp_path / "work"
+    write_big_env(work / "v1", 10, 50, 4 << 20)
+    shutil.copytree(work / "v1", work / "v2")
+    (work / "v2" / "files" / "d03" / "f0007.txt").write_text("changed in v2\n")
+    first = publish_sharded_release(store, "up", "1", work / "v1", package_of, work / "p1")
+    second = publish_sharded_release(store, "up", "2", work / "v2", package_of, work / "p2")
+    root = tmp_path / "volume"
+    assert run(boot_argv(root, "up", store, ["--version", "1"]), env).returncode == 0
+
+    result = run(boot_argv(root, "up", store, ["--version", "2"]), env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    reports = sorted((root / "boot-reports").glob("*.json"), key=os.path.getmtime)
+    upgrade = json.loads(reports[-1].read_text())
+    old_index = load_index(open_store(store), first.layer("env"))
+    new_index = load_index(open_store(store), second.layer("env"))
+    changed = [shard for shard in new_index.shards if shard not in old_index.shards]
+    assert [shard.name for shard in changed] == ["conda-d03"]
+    index_size = len(new_index.canonical_bytes())
+    assert upgrade["bytes_fetched"] == changed[0].size + index_size
+    assert upgrade["bytes_fetched"] < second.layer("env").size / 20
+    difference = diff_releases(
+        load_release(open_store(store), "up", "1"),
+        load_release(open_store(store), "up", "2"),
+        open_store(store),
+    )
+    assert difference["fetch_bytes"] == upgrade["bytes_fetched"] and difference["fetch_blobs"] == 2
+
+
+def test_a_release_written_in_the_old_format_still_boots(
+    tmp_path: Path, seaweed: SeaweedServer, env: dict[str, str], s3env
+) -> None:
+    """Schema 1, one tar.zst per layer: what every release published before shards looks like."""
+    work = tmp_path / "work"
+    tree = write_small_env(work / "env", "old")
+    published = publish_release(
+        fresh_store(seaweed), "old", "1", [LayerSource("env", tree)], work, schema_version=1
+    )
+    assert published.manifest.document["schema_version"] == 1
+    assert not published.layer("env").sharded
+    root = tmp_path / "volume"
+
+    result = run(boot_argv(root, "old", published.store, ["--version", "1"], ["hello"]), env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "hello-from-old"
+    assert complete_layers(root)[published.layer("env").digest.removeprefix("sha256:")]["files"] == 42
