@@ -72,6 +72,7 @@ class BlobTask:
     files: int
     unpacked_size: int
     writers: int
+    keep: bool  # a blob fetched from the store joins the cache (shards always; layers if asked)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,12 @@ class BlobResult:
     files: int
     bytes_written: int
     peak_rss: int
+    warnings: tuple[str, ...] = ()
+
+
+class CachedShardCorrupt(IntegrityError):
+    """A shard read from the volume's cache failed its digest (it was removed): the layer's
+    staging holds some of its files, so the whole layer is installed again."""
 
 
 # In the pool processes
@@ -141,17 +148,25 @@ def _extract(task: BlobTask, chunks: Any) -> Any:
 
 
 def run_blob_task(task: BlobTask) -> BlobResult:
-    """Cache or store -> sha256 -> zstd -> safe extraction; the blob joins the cache if verified."""
+    """Cache or store -> sha256 -> zstd -> safe extraction; the blob joins the cache if verified.
+
+    A cached blob that fails its digest is removed; an old-format layer is then fetched from
+    the store at once (its extraction removed its own target), a shard is reported with
+    `CachedShardCorrupt` for the parent to install the layer again."""
     blobs = BlobCache(Path(task.cache_dir)) if task.cache_dir else None
+    warnings: tuple[str, ...] = ()
     if blobs is not None and blobs.has(task.digest, task.size):
         try:
             result = _extract(task, _stoppable(blobs.chunks(task.digest)))
+            return BlobResult(task.digest, 0, True, result.files, result.bytes_written, _peak_rss())
         except IntegrityError as error:
-            blobs.evict(task.digest)  # the volume's copy rotted: the next boot fetches it again
-            raise IntegrityError(f"{error} (the volume's cached copy; it was deleted)") from None
-        return BlobResult(task.digest, 0, True, result.files, result.bytes_written, _peak_rss())
+            blobs.evict(task.digest)
+            warning = f"the volume's cached blob of {task.label} was corrupt ({error.what}); removed it"
+            if task.index_digest is not None:
+                raise CachedShardCorrupt(warning) from None
+            warnings = (warning,)
     chunks = _stoppable(_process_store(task.store_url).read_blob(task.digest, expected_size=task.size))
-    if blobs is None:
+    if blobs is None or not task.keep:
         result = _extract(task, chunks)
     else:
         tee = blobs.tee(task.digest, chunks)
@@ -160,7 +175,9 @@ def run_blob_task(task: BlobTask) -> BlobResult:
             tee.commit()
         finally:
             tee.discard()
-    return BlobResult(task.digest, result.size, False, result.files, result.bytes_written, _peak_rss())
+    return BlobResult(
+        task.digest, result.size, False, result.files, result.bytes_written, _peak_rss(), warnings
+    )
 
 
 def _peak_rss() -> int:
@@ -287,17 +304,17 @@ def make_links(target: Path, index: ShardIndex, label: str) -> None:
             )
 
 
-def blob_tasks(job: LayerJob, store_url: str, cache_dir: str | None, writers: int) -> list[BlobTask]:
+def blob_tasks(job: LayerJob, store_url: str, cache_dir: str, keep: bool, writers: int) -> list[BlobTask]:
     layer = job.layer
     label = f"layer {layer.name}"
     if job.index is None:
         return [
             BlobTask(store_url, cache_dir, layer.digest, layer.size, label, str(job.target), None,
-                     layer.files, layer.unpacked_size, writers)
+                     layer.files, layer.unpacked_size, writers, keep)
         ]  # fmt: skip
     return [
         BlobTask(store_url, cache_dir, shard.digest, shard.size, f"{label}, shard {shard.name}",
-                 str(job.target), layer.digest, shard.files, shard.unpacked_size, writers)
+                 str(job.target), layer.digest, shard.files, shard.unpacked_size, writers, True)
         for shard in job.index.shards
     ]  # fmt: skip
 

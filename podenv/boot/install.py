@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from podenv.blobcache import BlobCache
 from podenv.blobpool import (
+    CachedShardCorrupt,
     LayerJob,
     blob_tasks,
     default_jobs,
@@ -144,6 +145,7 @@ def _finisher(volume: Volume, report: BootReport, started: float) -> Callable[[L
             relocate(job.target, str(final))
         files = sum(result.files for result in job.results) + (len(job.index.symlinks) if job.index else 0)
         written = sum(result.bytes_written for result in job.results)
+        report.warnings.extend(warning for result in job.results for warning in result.warnings)
         marker = {"digest": layer.digest, "name": layer.name, "files": files, "bytes": written}
         marker.update(installed_at=time.time())
         write_marker(job.target, marker)
@@ -177,14 +179,33 @@ def _install_held(
         tasks = []
         for layer in layers:
             jobs.append(_prepare(store, volume, layer, cache))
-            # A sharded layer's blobs live in the volume's cache; an old-format one's if asked.
-            cache_dir = str(cache) if layer.sharded or options.keep_blobs else None
-            tasks += blob_tasks(jobs[-1], store_url, cache_dir, options.writers)
+            # Every blob is read from the cache when there; a sharded layer's blobs join it, an
+            # old-format layer's only if asked (--keep-blobs).
+            tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, options.writers)
         peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
         report.peak_worker_rss = max(report.peak_worker_rss, peak)
     finally:
         for job in jobs:
             discard(job.staging)
+
+
+def _install_with_one_retry(
+    store: Store,
+    volume: Volume,
+    layers: list[Layer],
+    options: BootOptions,
+    report: BootReport,
+    started: float,
+    cache: Path,
+) -> None:
+    """A shard whose cached copy was corrupt was removed from the cache: install what is still
+    missing once more, that shard now from the store."""
+    try:
+        _install_held(store, volume, layers, options, report, started, cache)
+    except CachedShardCorrupt as error:
+        report.warnings.append(error.what)
+        again = [layer for layer in layers if not layer_is_installed(volume, layer.digest)]
+        _install_held(store, volume, again, options, report, started, cache)
 
 
 def install_missing(
@@ -235,7 +256,7 @@ def install_missing(
                 else:
                     todo.append(layer)
             if todo:
-                _install_held(store, volume, todo, options, report, started, cache or volume.blobs)
+                _install_with_one_retry(store, volume, todo, options, report, started, cache or volume.blobs)
         pending = others
         if pending and time.monotonic() > deadline:
             names = ", ".join(layer.name for layer in pending)

@@ -417,3 +417,29 @@ def test_a_second_install_from_the_blob_cache_fetches_nothing(tmp_path: Path) ->
     report = install(store_url, layer, root)
 
     assert report.layers == {"m": "blob-cache"} and report.bytes_fetched == 0
+
+
+def test_a_corrupt_cached_shard_is_removed_and_fetched_from_the_store_in_the_same_boot(
+    tmp_path: Path,
+) -> None:
+    builder = LayerBuilder(tmp_path)
+    for number in range(4):
+        builder.shard(
+            f"s{number}", [file(f"lib/s{number}/f{index}", os.urandom(2000)) for index in range(30)]
+        )
+    store_url, layer = builder.publish(["lib", *[f"lib/s{number}" for number in range(4)]])
+    root = tmp_path / "volume"
+    install(store_url, layer, root)
+    os.rename(root / "layers" / digest_hex(layer.digest), root / "gone")
+    victim = builder.shards[2]
+    cached = BlobCache(root / "blobs").path(victim.digest)
+    data = bytearray(cached.read_bytes())
+    data[len(data) // 2] ^= 1
+    cached.write_bytes(bytes(data))
+
+    report = install(store_url, layer, root)
+
+    assert report.layers == {"m": "installed"} and report.bytes_fetched == victim.size
+    assert any("cached blob of layer m, shard s2 was corrupt" in warning for warning in report.warnings)
+    assert BlobCache(root / "blobs").has(victim.digest, victim.size)  # fetched again, verified
+    assert (root / "layers" / digest_hex(layer.digest) / "lib/s2/f0").stat().st_size == 2000

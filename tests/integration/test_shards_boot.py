@@ -174,3 +174,30 @@ def test_a_release_written_in_the_old_format_still_boots(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "hello-from-old"
     assert complete_layers(root)[published.layer("env").digest.removeprefix("sha256:")]["files"] == 42
+
+
+def test_placement_local_puts_the_sharded_env_on_the_worker_disk_and_its_shards_in_the_volume_cache(
+    big: Published, tmp_path: Path, env: dict[str, str]
+) -> None:
+    root, layer = tmp_path / "volume", big.layer("env")
+    index = load_index(open_store(big.store), layer)
+
+    def boot(local: Path) -> dict:
+        options = ["--version", "1", "--placement", "local", "--local-root", str(local), "--jobs", "2"]
+        result = run(boot_argv(root, big.name, big.store, options), env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(
+            sorted((root / "boot-reports").glob("*.json"), key=os.path.getmtime)[-1].read_text()
+        )
+
+    first = boot(tmp_path / "worker-a")
+    second = boot(tmp_path / "worker-b")  # another worker start: everything from the volume's cache
+
+    hex_digest = layer.digest.removeprefix("sha256:")
+    for worker in ("worker-a", "worker-b"):
+        assert complete_layers(tmp_path / worker)[hex_digest]["files"] == layer.files
+    assert listing(root / "layers") == []  # the env is not on the volume
+    cache = BlobCache(root / "blobs")
+    assert all(cache.has(shard.digest, shard.size) for shard in index.shards) and cache.has(layer.digest)
+    assert first["bytes_fetched"] == layer.size and second["bytes_fetched"] == 0
+    assert second["layers"]["env"] == "blob-cache"
