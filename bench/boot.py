@@ -114,6 +114,7 @@ def cold_naive(server: SeaweedServer, key: str, digest: str, target: Path) -> fl
 
     client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1")
     blob = target.with_suffix(".tar.zst")
+    target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     client.download_file(server.bucket, key, str(blob))
     hasher = hashlib.sha256()
