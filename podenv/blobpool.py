@@ -73,6 +73,7 @@ class BlobTask:
     unpacked_size: int
     writers: int
     keep: bool  # a blob fetched from the store joins the cache (shards always; layers if asked)
+    until: float | None = None  # the boot's one deadline over all its store reads (monotonic)
 
 
 @dataclass(frozen=True)
@@ -120,10 +121,12 @@ def _stoppable(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 @cache
-def _process_store(url: str) -> Any:
+def _process_store(url: str, until: float | None) -> Any:
+    from dataclasses import replace
+
     from podenv.store import open_store
 
-    return open_store(url, transfer=SHARD_TRANSFER)
+    return open_store(url, transfer=replace(SHARD_TRANSFER, until=until))
 
 
 @cache
@@ -165,7 +168,9 @@ def run_blob_task(task: BlobTask) -> BlobResult:
             if task.index_digest is not None:
                 raise CachedShardCorrupt(warning) from None
             warnings = (warning,)
-    chunks = _stoppable(_process_store(task.store_url).read_blob(task.digest, expected_size=task.size))
+    chunks = _stoppable(
+        _process_store(task.store_url, task.until).read_blob(task.digest, expected_size=task.size)
+    )
     if blobs is None or not task.keep:
         result = _extract(task, chunks)
     else:
@@ -304,17 +309,19 @@ def make_links(target: Path, index: ShardIndex, label: str) -> None:
             )
 
 
-def blob_tasks(job: LayerJob, store_url: str, cache_dir: str, keep: bool, writers: int) -> list[BlobTask]:
+def blob_tasks(
+    job: LayerJob, store_url: str, cache_dir: str, keep: bool, writers: int, until: float | None = None
+) -> list[BlobTask]:
     layer = job.layer
     label = f"layer {layer.name}"
     if job.index is None:
         return [
             BlobTask(store_url, cache_dir, layer.digest, layer.size, label, str(job.target), None,
-                     layer.files, layer.unpacked_size, writers, keep)
+                     layer.files, layer.unpacked_size, writers, keep, until)
         ]  # fmt: skip
     return [
         BlobTask(store_url, cache_dir, shard.digest, shard.size, f"{label}, shard {shard.name}",
-                 str(job.target), layer.digest, shard.files, shard.unpacked_size, writers, True)
+                 str(job.target), layer.digest, shard.files, shard.unpacked_size, writers, True, until)
         for shard in job.index.shards
     ]  # fmt: skip
 

@@ -175,13 +175,16 @@ def _install_held(
     """Install the layers whose leases we hold, all through one pool."""
     jobs: list[LayerJob] = []
     store_url = options.store_url or ""
+    # The boot's one deadline over its store reads (prepare opened the store with it): the pool's
+    # processes open their own stores, under the same instant.
+    until = getattr(getattr(store.backend, "transfer", None), "until", None)
     try:
         tasks = []
         for layer in layers:
             jobs.append(_prepare(store, volume, layer, cache))
             # Every blob is read from the cache when there; a sharded layer's blobs join it, an
             # old-format layer's only if asked (--keep-blobs).
-            tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, options.writers)
+            tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, options.writers, until)
         peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
         report.peak_worker_rss = max(report.peak_worker_rss, peak)
     finally:
