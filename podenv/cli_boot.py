@@ -9,6 +9,7 @@ from typing import Any
 from podenv import settings
 from podenv.cli_store import Subcommands
 from podenv.log import get_logger
+from podenv.runpod.mount import default_placement
 
 _log = get_logger("boot")
 
@@ -221,8 +222,8 @@ def register(commands: Subcommands) -> None:
     boot.add_argument(
         "--placement",
         choices=("local", "volume"),
-        default=placement.read(),
-        help=f"{placement.meaning} (${placement.name}, default {placement.default})",
+        default=default_placement(),
+        help=f"{placement.meaning} (${placement.name})",
     )
     _add_local_root(boot)
     boot.add_argument("--exec", metavar="-- CMD", help="run CMD (everything after --exec --) in the env")

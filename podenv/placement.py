@@ -5,7 +5,7 @@ An env is tens of thousands of small files, installed once per volume (placement
 or once per worker start (placement=local), and opened and stat'ed by every import. On a
 network volume each of those is a round trip; the model files are few and large and read
 sequentially. So the env belongs on the local disk when the volume's metadata is much
-slower than the local disk's and the local disk has room for it (ADR 0008).
+slower than the local disk's and the local disk has room for it (ADR 0013).
 """
 
 import os

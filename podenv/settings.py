@@ -48,8 +48,9 @@ JOBS = Setting(
 )
 PLACEMENT = Setting(
     "PODENV_PLACEMENT",
-    "volume",
-    "where a release's layers go: `volume` (the network volume) or `local`",
+    None,
+    "where the env layer goes: `local` (the worker's container disk) or `volume`; unset: `local` "
+    "under RunPod (RUNPOD_ENDPOINT_ID or RUNPOD_POD_ID set), `volume` elsewhere (ADR 0013)",
     "boot",
 )
 LOCAL_ROOT = Setting(

@@ -2,7 +2,7 @@
 
 RunPod's volumes are network filesystems where every create, open and stat is a round trip:
 an env of 60,000 files imports many times slower from there than from the container disk
-(ADR 0008). So the env is unpacked at each worker start onto the local disk, from its blob
+(ADR 0013). So the env is unpacked at each worker start onto the local disk, from its blob
 in the volume's cache (a few large sequential reads), verified again as it is read. A blob
 that fails verification is removed from the cache and fetched again from the store; the
 store also serves a blob the cache lacks (the first worker, under the blob's lease)."""

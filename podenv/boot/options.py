@@ -14,7 +14,7 @@ class BootOptions(ReleaseOptions):
     # Parallel file writers: they pay off where a create is a network round trip (the
     # volume); on a local disk or tmpfs with few cores, fewer writers are faster.
     writers: int = 16
-    # Where the env layer goes (ADR 0008): "volume" (with the models) or "local" (the
+    # Where the env layer goes (ADR 0013): "volume" (with the models) or "local" (the
     # worker's own disk at ``local_root``, installed at each worker start from the volume's
     # blob cache). Model layers, views, reports and in-use files stay on the volume.
     placement: str = "volume"

@@ -47,8 +47,8 @@ def worker_environment(spec: DeploySpec, manifest: Manifest, sizes: Sizes) -> di
         "HF_HUB_OFFLINE": "1",
         "RUNPOD_INIT_TIMEOUT": str(spec.get("init_timeout") or sizes.init_timeout_s),
     }
-    if spec["placement"] != settings.PLACEMENT.default:
-        env[settings.PLACEMENT.name] = spec["placement"]
+    # Always explicit: the worker's own default depends on RunPod's variables (ADR 0013).
+    env[settings.PLACEMENT.name] = spec["placement"]
     if not spec.volumes:
         env[settings.ALLOW_NO_VOLUME.name] = "1"
     env.update(spec["variables"])

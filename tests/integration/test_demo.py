@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from podenv.runpod.mount import default_placement
 from tests.integration.boot_support import REPOSITORY, clean_environment
 
 
@@ -79,12 +80,11 @@ def test_first_boots_are_cold_and_the_boot_after_rollback_fetches_nothing(demo) 
 
 
 def test_the_demo_says_where_the_env_went(demo) -> None:
-    from podenv import settings
 
     _, workdir = demo
     lines = [line for line in _line(demo[0].stdout, "serve-v1") if "placement" in line]
     assert len(lines) == 1, demo[0].stdout
-    placement = settings.PLACEMENT.default
+    placement = default_placement({})  # the demo runs outside RunPod, PODENV_PLACEMENT unset
     where = workdir / "container-disk" if placement == "local" else workdir / "volume" / "podenv"
     assert (
         f"placement {placement}: env on the {'local disk' if placement == 'local' else 'volume'} " in lines[0]

@@ -101,6 +101,19 @@ def test_sizes_come_from_the_release() -> None:
     assert on_volume.min_cuda == "12.4"
 
 
+def test_the_default_placement_is_local_with_the_container_disk_sized_for_the_env(tmp_path: Path) -> None:
+    document = _document()
+    document.pop("placement", None)
+    spec = load_deploy_file(_write(tmp_path, document))
+    manifest = _manifest()
+    sizes = sizes_for(manifest, spec["placement"], bool(spec.volumes))
+
+    assert spec["placement"] == "local", "ADR 0013: the env on the worker's disk by default"
+    assert sizes.container_disk_gb == 10 + 10, "image and scratch + 9 GiB env unpacked + 10 %"
+    env = worker_environment(spec, manifest, sizes)
+    assert env["PODENV_PLACEMENT"] == "local", "explicit: the worker's own default depends on RunPod"
+
+
 def test_cuda_floor_and_init_timeout_rules() -> None:
     assert cuda_floor(None) is None
     assert cuda_floor("12") == "12.0"

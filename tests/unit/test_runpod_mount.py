@@ -29,3 +29,13 @@ def test_a_root_on_another_mount_is_a_volume() -> None:
     assert mount_point(Path("/proc/podenv/x")) == Path("/proc")
     assert missing_network_volume(Path("/proc/podenv"), {"RUNPOD_ENDPOINT_ID": "e"}) is None
     assert mount_point(NOWHERE) == Path("/")
+
+
+def test_default_placement_is_local_under_runpod_and_volume_elsewhere():
+    from podenv.runpod.mount import default_placement
+
+    assert default_placement({}) == "volume"
+    assert default_placement({"RUNPOD_ENDPOINT_ID": "e"}) == "local"
+    assert default_placement({"RUNPOD_POD_ID": "p"}) == "local"
+    assert default_placement({"RUNPOD_POD_ID": "p", "PODENV_PLACEMENT": "volume"}) == "volume"
+    assert default_placement({"PODENV_PLACEMENT": "local"}) == "local"
