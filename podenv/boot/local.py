@@ -5,7 +5,8 @@ an env of 60,000 files imports many times slower from there than from the contai
 (ADR 0013). So the env is unpacked at each worker start onto the local disk, from its blob
 in the volume's cache (a few large sequential reads), verified again as it is read. A blob
 that fails verification is removed from the cache and fetched again from the store; the
-store also serves a blob the cache lacks (the first worker, under the blob's lease)."""
+store also serves a blob the cache lacks (the first worker, under the blob's lease), and the
+env itself when there is no network volume (no cache worth keeping: verified as it streams)."""
 
 from podenv.boot.blobcache import cached_blob, forget
 from podenv.boot.install import unpack_into
@@ -21,13 +22,23 @@ _log = get_logger("boot")
 
 
 def install_local_env(
-    store: Store, volume: Volume, local: Volume, layer: Layer, options: BootOptions, report: BootReport
+    store: Store,
+    volume: Volume,
+    local: Volume,
+    layer: Layer,
+    options: BootOptions,
+    report: BootReport,
+    cache: bool = True,
 ) -> None:
-    """Make the env ``layer`` present under ``local``, from the volume's cached blob."""
+    """Make the env ``layer`` present under ``local``, from the volume's cached blob (or, with
+    ``cache`` off, straight from the store)."""
     from podenv.fileio import read_file_chunks
 
     if layer_is_installed(local, layer.digest):
         report.layers[layer.name] = "present"
+        return
+    if not cache:
+        _install_from_store(store, local, layer, options, report)
         return
     label = f"layer {layer.name}"
     for attempt in (1, 2):
@@ -50,3 +61,18 @@ def install_local_env(
         report.bytes_written += result.bytes_written
         report.files += result.files
         return
+
+
+def _install_from_store(
+    store: Store, local: Volume, layer: Layer, options: BootOptions, report: BootReport
+) -> None:
+    from podenv.progress import Progress
+
+    chunks = store.read_blob(
+        layer.digest, Progress(f"fetch layer {layer.name}", total=layer.size), expected_size=layer.size
+    )
+    published, result = unpack_into(local, layer, chunks, options, report)
+    report.bytes_fetched += layer.size
+    report.layers[layer.name] = "local-from-store" if published else "lost-race"
+    report.bytes_written += result.bytes_written
+    report.files += result.files

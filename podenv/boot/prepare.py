@@ -104,10 +104,13 @@ def _install_release(
     since = report.phase("resolve", since)
     check_driver(manifest.cuda, driver_cuda_version(), f"{manifest.name} {manifest.version}")
     digests = [layer.digest for layer in manifest.layers]
+    from podenv.runpod.mount import without_network_volume
+
+    cache_blobs = not without_network_volume(options.root)
     with installing(volume, manifest.name, manifest.version, digests, options.lease_timeout):
         _preflight(options, volume, local, manifest)
         since = report.phase("preflight", since)
-        _install_layers(store, volume, local, manifest, options, report)
+        _install_layers(store, volume, local, manifest, options, report, cache_blobs)
         since = report.phase("layers", since)
         _publish_views(volume, local, manifest, report)
     report.phase("view", since)
@@ -120,17 +123,22 @@ def _install_layers(
     manifest: Manifest,
     options: BootOptions,
     report: BootReport,
+    cache_blobs: bool = True,
 ) -> None:
     """Every missing layer through one pool of processes; with placement=local the env goes to
-    the worker's disk (its shards cached on the volume), an old-format env by its own stream."""
+    the worker's disk (its shards cached on the volume), an old-format env by its own stream.
+    ``cache_blobs`` off (no network volume): nothing is cached on the volume root, which is on
+    the same container disk; an old-format env streams from the store to the local disk."""
     if local is None:
         install_missing(store, volume, manifest.layers, options, report)
         return
     for layer in manifest.layers:
         if layer.kind == "env" and layer.sharded:
-            install_missing(store, local, [layer], options, report, cache=volume.blobs)
+            install_missing(
+                store, local, [layer], options, report, cache=volume.blobs if cache_blobs else None
+            )
         elif layer.kind == "env":
-            install_local_env(store, volume, local, layer, options, report)
+            install_local_env(store, volume, local, layer, options, report, cache=cache_blobs)
     models = [layer for layer in manifest.layers if layer.kind != "env"]
     install_missing(store, volume, models, options, report)
 

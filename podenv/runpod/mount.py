@@ -33,6 +33,12 @@ def default_placement(environ: Mapping[str, str] | None = None) -> str:
     return settings.PLACEMENT.read(environ) or ("local" if under_runpod(environ) else "volume")
 
 
+def without_network_volume(root: Path, environ: Mapping[str, str] | None = None) -> bool:
+    """Under RunPod with ``root`` on the container disk (PODENV_ALLOW_NO_VOLUME=1 let it boot):
+    a blob cache there would only be a second copy on the same disk, lost at the next start."""
+    return under_runpod(environ) and mount_point(root) == Path("/")
+
+
 def mount_point(path: Path) -> Path:
     """The mount point of the filesystem ``path`` is on, or would be created on."""
     current = Path(os.path.abspath(path))

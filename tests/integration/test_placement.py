@@ -198,3 +198,27 @@ def test_the_handler_answers_with_the_env_on_local_disk(
     assert answer["output"]["text"] == "hello Ada from greeting 1.0"
     assert answer["output"]["model"] == "podenv/demo-model@r1"
     assert ready["python"].startswith(str(local)), ready["python"]
+
+
+def test_without_a_network_volume_the_env_streams_from_the_store_to_the_local_disk(
+    release: Published, tmp_path: Path, s3env
+) -> None:
+    # As RunPod runs an endpoint with no volume: RUNPOD_ENDPOINT_ID set, PODENV_ALLOW_NO_VOLUME=1,
+    # the root on the container disk (/). The default placement there is local; no --placement.
+    root, local = tmp_path / "runpod-volume" / "podenv", tmp_path / "local"
+    env_layer, model = release.layer("env"), release.layer("tiny")
+    options = ["--version", release.version, "--local-root", str(local)]
+    argv = boot_argv(root, release.name, release.store, options, ["hello"])
+    environment = clean_environment({**s3env, "RUNPOD_ENDPOINT_ID": "ep", "PODENV_ALLOW_NO_VOLUME": "1"})
+    environment.pop("RUNPOD_POD_ID", None)
+
+    result = run(argv, environment)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "hello-from-v1"
+    assert set(complete_layers(local)) == {hex_of(env_layer.digest)}
+    report = reports(root)[-1]
+    assert report["placement"] == "local"
+    assert report["layers"]["env"] in ("local-from-store", "installed"), report["layers"]
+    assert report["bytes_fetched"] >= env_layer.size + model.size
+    assert listing(root / "blobs") == [], "no blob cache on the volume root: it is the same container disk"
