@@ -60,7 +60,7 @@ def install(cache: Path, index: ShardIndex, target_root: Path, mode: str, worker
     drop_caches()
     started = time.perf_counter()
     make_directories(job.target, index)
-    tasks = blob_tasks(job, "file:///nonexistent-store", str(cache), 4)
+    tasks = blob_tasks(job, "file:///nonexistent-store", str(cache), False, 4)
     if mode == "processes":
         run_jobs([job], tasks, workers, lambda finished: make_links(finished.target, index, "env"))
     else:
