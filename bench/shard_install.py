@@ -56,7 +56,7 @@ def sharded(prefix: Path, limit_mib: int) -> tuple[Path, ShardIndex]:
 
 def install(cache: Path, index: ShardIndex, target_root: Path, mode: str, workers: int) -> float:
     layer = Layer.from_document(sharded_layer_document(index, "model", "env", "env"))
-    job = LayerJob(layer, Path(tempfile.mkdtemp(dir=target_root)))
+    job = LayerJob(layer, Path(tempfile.mkdtemp(dir=target_root)), index=index)
     drop_caches()
     started = time.perf_counter()
     make_directories(job.target, index)
