@@ -14,6 +14,11 @@ The two ways in:
   consumes it (the extractor does); ``commit()`` it once verified. Nothing is read twice.
 * ``BlobCache.fetch(store, digest)``: fetch one blob into the cache, verified, and return its
   path; for callers that want the blob on the volume before they read it back.
+* ``BlobCache.fetch_shared(...)``: the same, for a blob many workers want at once (an old-format
+  env with placement=local): the first takes ``<leases>/<hex>.blob.lease`` (gc protects the
+  digest while it is live), fetches, fsyncs and renames; the others wait for the name, so each
+  blob is downloaded once. (The process pool gets the same once-only property from its layer
+  leases.)
 
 Both are safe with concurrent writers: each writes its own partial file; the same digest
 renamed twice leaves the same bytes.
@@ -22,6 +27,7 @@ renamed twice leaves the same bytes.
 import hashlib
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -29,8 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from podenv.digests import digest_hex, format_digest
-from podenv.errors import IntegrityError
+from podenv.errors import BootError, IntegrityError
 from podenv.fileio import read_file_chunks
+from podenv.volume import Lease, held
+
+_POLL = 0.25
+# Another host's rename can reach this one after that host's lease is gone (network
+# filesystems cache names): look for the blob this long before fetching it again.
+_VISIBILITY_GRACE = 3.0
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,75 @@ class BlobCache:
         return read_file_chunks(self.path(digest))
 
     def evict(self, digest: str) -> None:
-        self.path(digest).unlink(missing_ok=True)
+        """Remove a blob that failed verification (renamed aside first: one winner, and no
+        reader opens a half-deleted name)."""
+        path = self.path(digest)
+        aside = path.with_name(f".{path.name}.bad.{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return
+        aside.unlink(missing_ok=True)
+
+    def _appears(self, digest: str, size: int, grace: float) -> bool:
+        deadline = time.monotonic() + grace
+        while not self.has(digest, size):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_POLL)
+        return True
+
+    def fetch_shared(
+        self, store: Any, digest: str, size: int, leases: Path, timeouts: tuple[float, float], label: str
+    ) -> tuple[Path, int]:
+        """The blob's path, and the bytes this call fetched (0 when cached or another worker
+        fetched it). ``timeouts``: (lease timeout, how long to wait for another worker)."""
+        if self.has(digest, size):
+            return self.path(digest), 0
+        lease_timeout, wait_timeout = timeouts
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lease = Lease(leases / f"{digest_hex(digest)}.blob.lease", lease_timeout, min(2.0, lease_timeout / 3))
+        deadline = time.monotonic() + wait_timeout
+        waited = False
+        while not lease.try_take():
+            waited = True
+            if self.has(digest, size):
+                return self.path(digest), 0
+            if time.monotonic() > deadline:
+                raise BootError(
+                    f"gave up after {wait_timeout:.0f}s waiting for another worker to cache {label}",
+                    fix="check the other workers' boot reports, or raise the lease timeout.",
+                )
+            time.sleep(_POLL)
+        with held(lease):
+            if self._appears(digest, size, _VISIBILITY_GRACE if waited else 0.0):
+                return self.path(digest), 0
+            self._fetch_durable(store, digest, size, label)
+        return self.path(digest), size
+
+    def _fetch_durable(self, store: Any, digest: str, size: int, label: str) -> None:
+        from podenv.progress import Progress
+
+        partial = self._partial(digest)
+        hasher = hashlib.sha256()
+        try:
+            with open(partial, "wb") as sink:
+                for chunk in store.read_blob(
+                    digest, Progress(f"fetch {label}", total=size), expected_size=size
+                ):
+                    hasher.update(chunk)
+                    sink.write(chunk)
+                sink.flush()
+                os.fsync(sink.fileno())
+            found = format_digest(hasher.hexdigest())
+            if found != digest:
+                raise IntegrityError(
+                    f"the store's blob of {label} hashes to {found}, not {digest}; it was not cached",
+                    fix="publish the release again: the store's copy is damaged.",
+                )
+            os.rename(partial, self.path(digest))
+        finally:
+            partial.unlink(missing_ok=True)
 
     def _partial(self, digest: str) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def gc(volume: Volume, keep: int, lease_timeout: float) -> GcResult:
     protected = layers_being_installed(volume, lease_timeout)
     in_use = releases_in_use(volume, lease_timeout)
     # A layer's lease is named <hex>; a blob being fetched into the cache, <hex>.blob
-    # (podenv.boot.blobcache): both protect that digest.
+    # (podenv.blobcache): both protect that digest.
     protected |= {f"sha256:{name.removesuffix('.blob')}" for name, _, _ in live_leases(volume, lease_timeout)}
     releases = installed_releases(volume)
     kept = [r for index, r in enumerate(releases) if index < keep or (r.name, r.version) in in_use]

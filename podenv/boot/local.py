@@ -8,7 +8,7 @@ that fails verification is removed from the cache and fetched again from the sto
 store also serves a blob the cache lacks (the first worker, under the blob's lease), and the
 env itself when there is no network volume (no cache worth keeping: verified as it streams)."""
 
-from podenv.boot.blobcache import cached_blob, forget
+from podenv.blobcache import BlobCache
 from podenv.boot.install import unpack_into
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport
@@ -43,14 +43,17 @@ def install_local_env(
     label = f"layer {layer.name}"
     for attempt in (1, 2):
         fetched_before = report.bytes_fetched
-        blob = cached_blob(store, volume, layer.digest, layer.size, options, report, label)
+        blobs = BlobCache(volume.blobs)
+        timeouts = (options.lease_timeout, options.wait_timeout)
+        blob, fetched = blobs.fetch_shared(store, layer.digest, layer.size, volume.leases, timeouts, label)
+        report.bytes_fetched += fetched
         source = "store" if report.bytes_fetched > fetched_before else "blob-cache"
         try:
             published, result = unpack_into(local, layer, read_file_chunks(blob), options, report)
         except IntegrityError as error:
             if attempt == 2:
                 raise
-            forget(blob)
+            blobs.evict(layer.digest)
             report.warnings.append(
                 f"the volume's cached blob of {label} failed verification ({error.what}); "
                 "removed it, fetching it again from the store"

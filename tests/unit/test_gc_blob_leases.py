@@ -16,7 +16,7 @@ def test_gc_keeps_a_blob_under_a_live_fetch_lease_and_prunes_an_unused_one(tmp_p
     volume.leases.mkdir(parents=True)
     for name in (HELD, UNUSED):
         (volume.blobs / name).write_bytes(b"x" * 10)
-    # The lease name podenv.boot.blobcache takes while it fetches and renames a blob in.
+    # The lease name podenv.blobcache.BlobCache.fetch_shared takes while it fetches and renames a blob in.
     lease = Lease(volume.leases / f"{HELD}.blob.lease", 60.0, 20.0)
     assert lease.try_take()
 
