@@ -7,6 +7,7 @@ wheel with its hash, ``envs/demo.yaml`` with one local model, and the pipeline's
 """
 
 import json
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -142,4 +143,15 @@ def create_project(
     write_model(project / "models" / "demo-model", "r1")
     write_env_spec(project / "envs" / "demo.yaml", "1.0.0", "r1")
     write_config(project, repository, store)
+    write_worker(project, repository)
     return project
+
+
+def write_worker(project: Path, repository: Path) -> None:
+    """The project's handler and plugins (its code layer): the repository's worker package."""
+    shutil.copytree(
+        repository / "worker",
+        project / "worker",
+        ignore=shutil.ignore_patterns("__pycache__"),
+        dirs_exist_ok=True,
+    )

@@ -1,3 +1,3 @@
 """podenv: locked GPU environments shipped as verified artifacts to serverless workers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

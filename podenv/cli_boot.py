@@ -31,6 +31,7 @@ def run_boot(arguments: argparse.Namespace) -> int:
         placement=arguments.placement,
         local_root=Path(arguments.local_root),
         jobs=arguments.jobs,
+        require_code=arguments.require_code,
     )
     report = BootReport(env=arguments.env)
     try:
@@ -226,6 +227,11 @@ def register(commands: Subcommands) -> None:
         help=f"{placement.meaning} (${placement.name})",
     )
     _add_local_root(boot)
+    boot.add_argument(
+        "--require-code",
+        action="store_true",
+        help="refuse a release without a code layer (the worker image's start.sh: it has no handler)",
+    )
     boot.add_argument("--exec", metavar="-- CMD", help="run CMD (everything after --exec --) in the env")
     boot.set_defaults(run=run_boot, exec_argv=None)
 

@@ -44,6 +44,20 @@ def run_env_pack(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def run_env_build(arguments: argparse.Namespace) -> int:
+    """Install, pack, and remove the prefix: the installed env never leaves this command. On a
+    cluster only the layer travels (through S3, which keeps no symlinks and no exec bits)."""
+    import shutil
+
+    prefix = Path(arguments.prefix)
+    shutil.rmtree(prefix, ignore_errors=True)  # what a killed run left
+    try:
+        run_env_install(arguments)
+        return run_env_pack(arguments)
+    finally:
+        shutil.rmtree(prefix, ignore_errors=True)
+
+
 def run_code_pack(arguments: argparse.Namespace) -> int:
     from podenv.codelayer import pack_code
     from podenv.release import layer_document, write_layer_info
@@ -155,6 +169,17 @@ def register(commands: Subcommands) -> None:
     pack.add_argument("--output", required=True, help="the directory to write: shard blobs and index.json")
     pack.add_argument("--info", required=True, help="the layer record (JSON) to write")
     pack.set_defaults(run=run_env_pack)
+
+    build = env_commands.add_parser(
+        "build", help="install, pack as a layer and remove the prefix, in one step (the pipeline's rule)"
+    )
+    build.add_argument("env_spec", help="envs/<name>.yaml")
+    build.add_argument("--lock", default="pixi.lock")
+    build.add_argument("--prefix", required=True, help="scratch directory to install into; removed")
+    build.add_argument("--cache", required=True, help="package and download cache")
+    build.add_argument("--output", required=True, help="the layer to write")
+    build.add_argument("--info", required=True, help="the layer record (JSON) to write")
+    build.set_defaults(run=run_env_build)
 
     code_group = commands.add_parser("code", help="pack the handler and its plugins as the code layer")
     code_commands = code_group.add_subparsers(dest="code_command", metavar="ACTION", required=True)

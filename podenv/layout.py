@@ -8,7 +8,8 @@ and `tests/unit/test_contracts.py` keeps the two equal.
 ENV_TARGET = "env"  # the env prefix
 HF_HUB_TARGET = "hf-hub"  # HF_HUB_CACHE, the Hugging Face hub cache layout
 TORCH_HUB_TARGET = "torch-hub"  # TORCH_HOME, what torch.hub reads
-TARGETS = (ENV_TARGET, HF_HUB_TARGET, TORCH_HUB_TARGET)
+CODE_TARGET = "code"  # the handler and its plugins: the worker's PYTHONPATH (ADR 0013)
+TARGETS = (ENV_TARGET, HF_HUB_TARGET, TORCH_HUB_TARGET, CODE_TARGET)
 MODEL_TARGETS = (HF_HUB_TARGET, TORCH_HUB_TARGET)
 
 # The variable a model target's cache is named by, in the worker's environment.
@@ -16,7 +17,7 @@ CACHE_VARIABLES = {HF_HUB_TARGET: "HF_HUB_CACHE", TORCH_HUB_TARGET: "TORCH_HOME"
 
 # A release directory on the volume: its manifest and one view per target.
 RELEASE_FILE = "release.json"
-VIEW_DIRS = {ENV_TARGET: "env", HF_HUB_TARGET: "hf-hub", TORCH_HUB_TARGET: "torch"}
+VIEW_DIRS = {ENV_TARGET: "env", HF_HUB_TARGET: "hf-hub", TORCH_HUB_TARGET: "torch", CODE_TARGET: "code"}
 
 # Inside an env layer: the files that hold the build prefix, for the worker to relocate.
 RELOCATIONS_FILE = "conda-meta/podenv-relocations.json"

@@ -90,6 +90,9 @@ class Manifest:
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> "Manifest":
+        from podenv.bootstrap import check_bootstrap
+
+        check_bootstrap(document)  # first: a newer release may be of a schema this podenv lacks
         validate(document)
         return cls(document)
 

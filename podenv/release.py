@@ -17,6 +17,7 @@ from typing import Any
 
 from podenv import __version__
 from podenv.archive import ArchiveInfo
+from podenv.bootstrap import needed_bootstrap
 from podenv.digests import digest_file
 from podenv.envbuild import sbom
 from podenv.envspec import EnvSpec
@@ -71,14 +72,17 @@ def sharded_layer_document(index: ShardIndex, kind: str, name: str, target: str)
 
 
 def write_layer_info(path: Path, layer: dict[str, Any], archive: Path) -> None:
-    """The build's record of one layer: its manifest entry and where its archive lies."""
+    """The build's record of one layer: its manifest entry and where its archive lies, relative
+    to the record (the two travel together: through S3 between cluster jobs, each job has them
+    side by side under its own directory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"layer": layer, "archive": str(archive)}, indent=2, sort_keys=True) + "\n")
+    where = os.path.relpath(archive.absolute(), path.parent.absolute())
+    path.write_text(json.dumps({"layer": layer, "archive": where}, indent=2, sort_keys=True) + "\n")
 
 
 def read_layer_info(path: Path) -> tuple[dict[str, Any], Path]:
     document = json.loads(path.read_text())
-    return document["layer"], Path(document["archive"])
+    return document["layer"], path.parent / document["archive"]
 
 
 def _git_commit(workdir: Path) -> str | None:
@@ -101,6 +105,7 @@ def make_manifest(
     spec: EnvSpec, lock_path: Path, layer_infos: list[Path], version: str, workdir: Path
 ) -> Manifest:
     plan = read_plan(lock_path, spec.pixi_environment, spec.platform)
+    layers = [read_layer_info(path)[0] for path in layer_infos]
     document = {
         "schema_version": SCHEMA_VERSION,
         "name": spec.name,
@@ -114,7 +119,8 @@ def make_manifest(
         },
         "platform": spec.platform,
         "cuda": plan.cuda,
-        "layers": [read_layer_info(path)[0] for path in layer_infos],
+        "layers": layers,
+        "bootstrap": {"podenv": needed_bootstrap(layers)},
         "sbom": sbom(plan),
     }
     return Manifest.from_document(document)

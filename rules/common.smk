@@ -1,3 +1,4 @@
+import hashlib
 import json
 from pathlib import Path
 
@@ -43,6 +44,35 @@ def spec_path_of(wildcards):
     return str(env_spec_path(wildcards.name))
 
 
+# Source files (the checkout's own: the lock, the env YAMLs, worker/, local model files) are
+# read by path and tracked by content, as params: a change re-runs the rule (Snakemake's params
+# trigger). They are not inputs because on a cluster (docs/build-cluster.md) every input is an
+# object under the storage prefix, while sources travel with the workflow's sources
+# (--job-deploy-sources); marking them local() would pin the jobs to the submitting machine.
+def source_digest(paths):
+    """sha256 over the names and bytes of source files."""
+    digest = hashlib.sha256()
+    for path in sorted(str(path) for path in paths):
+        for part in (path.encode(), Path(path).read_bytes()):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.hexdigest()
+
+
+def lock_if_missing(wildcards):
+    """pixi.lock as an input only when the lock rule must write it (on this machine)."""
+    lock = config["lockfile"]
+    return [] if Path(lock).exists() else [lock]
+
+
+def lock_digest(wildcards):
+    return source_digest([config["lockfile"]])
+
+
+def lock_and_spec_digest(wildcards):
+    return source_digest([config["lockfile"], spec_path_of(wildcards)])
+
+
 def env_install_settings(wildcards):
     """What the env install depends on besides the lock (a change re-runs the install)."""
     spec = env_spec(wildcards.name)
@@ -66,14 +96,42 @@ def local_model_files(wildcards):
     return sorted(str(path) for path in root.rglob("*") if path.is_file())
 
 
+def model_sources_digest(wildcards):
+    return source_digest(local_model_files(wildcards))
+
+
 def model_layer_infos_of(name):
     return [
         f"{BUILD}/{name}/models/{model.name}.json" for model in env_spec(name).models
     ]
 
 
+def code_digest(wildcards):
+    """The worker package's files that go into the code layer (a change re-packs it)."""
+    from podenv.codelayer import code_files
+
+    return source_digest(code_files(Path(config["code_dir"])))
+
+
+def layer_archives(wildcards):
+    """Each layer's archive, beside its record: publish reads both, so both are its inputs
+    (the env's shards: rules/publish.smk's bundle)."""
+    models = [
+        f"{BUILD}/{wildcards.name}/models/{m.name}.tar.zst"
+        for m in env_spec(wildcards.name).models
+    ]
+    return [
+        f"{BUILD}/{wildcards.name}/code.tar.zst",
+        *models,
+    ]
+
+
 def layer_infos(wildcards):
-    return [f"{BUILD}/{wildcards.name}/env.json", *model_layer_infos_of(wildcards.name)]
+    return [
+        f"{BUILD}/{wildcards.name}/env.json",
+        f"{BUILD}/{wildcards.name}/code.json",
+        *model_layer_infos_of(wildcards.name),
+    ]
 
 
 def release_version(wildcards):

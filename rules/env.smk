@@ -1,36 +1,32 @@
-rule install_env:
+# Install, pack and remove the prefix in one job: the installed env (symlinks, exec bits, its
+# build path) never leaves the rule, only the layer does, as one plain file (a tar of the shard
+# blobs and index.json), so the rule's outputs survive a round trip through S3 on a cluster
+# (docs/build-cluster.md). A directory output would not: the S3 storage plugin caches that a
+# directory is absent before the job runs and reports it missing after.
+rule env_layer:
     input:
-        lock=config["lockfile"],
+        lock_if_missing,
     output:
-        prefix=directory(f"{BUILD}/{{name}}/prefix"),
-    log:
-        "logs/{name}/install_env.log",
-    conda:
-        BUILD_TOOLS
-    params:
-        podenv=PODENV,
-        spec=spec_path_of,
-        settings=env_install_settings,
-        cache=CACHE,
-    shell:
-        "{params.podenv} env install {params.spec} --lock {input.lock}"
-        " --prefix {output.prefix} --cache {params.cache} > {log} 2>&1"
-
-
-rule pack_env:
-    input:
-        prefix=f"{BUILD}/{{name}}/prefix",
-    output:
-        archive=directory(f"{BUILD}/{{name}}/env-shards"),
+        bundle=f"{BUILD}/{{name}}/env-shards.tar",
         info=f"{BUILD}/{{name}}/env.json",
     log:
-        "logs/{name}/pack_env.log",
+        "logs/{name}/env_layer.log",
     conda:
         BUILD_TOOLS
     params:
         podenv=PODENV,
+        lock=config["lockfile"],
+        spec=spec_path_of,
+        sources=lock_digest,
+        settings=env_install_settings,
+        cache=CACHE,
+        prefix=lambda wildcards: f"{BUILD}/{wildcards.name}/prefix",
     shell:
-        "{params.podenv} env pack {input.prefix} --output {output.archive} --info {output.info} > {log} 2>&1"
+        # The shards beside the layer record (which names them relative to itself).
+        "(shards=$(dirname {output.info})/env-shards && rm -rf $shards"
+        " && {params.podenv} env build {params.spec} --lock {params.lock} --prefix {params.prefix}"
+        " --cache {params.cache} --output $shards --info {output.info}"
+        " && tar -C $shards -cf {output.bundle} .) > {log} 2>&1"
 
 
 rule build_env:

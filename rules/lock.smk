@@ -1,5 +1,6 @@
 # Runs only when the lock is missing: a committed pixi.lock is the source of truth, and
-# nothing else in the pipeline needs pixi.
+# nothing else in the pipeline needs pixi. It runs where the workflow starts (a source file,
+# which goes out to cluster jobs with the other sources).
 rule lock:
     input:
         manifest=ancient("pixi.toml"),
@@ -7,6 +8,7 @@ rule lock:
         config["lockfile"],
     log:
         "logs/lock.log",
+    localrule: True
     conda:
         BUILD_TOOLS
     params:

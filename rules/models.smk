@@ -1,6 +1,4 @@
 rule build_model:
-    input:
-        local_model_files,
     output:
         archive=f"{BUILD}/{{name}}/models/{{model}}.tar.zst",
         info=f"{BUILD}/{{name}}/models/{{model}}.json",
@@ -12,6 +10,7 @@ rule build_model:
         podenv=PODENV,
         spec=spec_path_of,
         settings=model_settings,
+        sources=model_sources_digest,
     shell:
         "{params.podenv} model build {params.spec} {wildcards.model} --output {output.archive}"
         " --info {output.info} > {log} 2>&1"

@@ -1,8 +1,6 @@
 rule make_release:
     input:
         layers=layer_infos,
-        lock=config["lockfile"],
-        spec=spec_path_of,
     output:
         f"{BUILD}/{{name}}/release.json",
     log:
@@ -12,8 +10,11 @@ rule make_release:
     params:
         podenv=PODENV,
         version=release_version,
+        lock=config["lockfile"],
+        spec=spec_path_of,
+        sources=lock_and_spec_digest,
     shell:
-        "{params.podenv} release {input.spec} --lock {input.lock} --layers {input.layers}"
+        "{params.podenv} release {params.spec} --lock {params.lock} --layers {input.layers}"
         " --version {params.version} --output {output} > {log} 2>&1"
 
 

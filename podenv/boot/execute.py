@@ -31,6 +31,11 @@ def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, s
     # connects to Microsoft's telemetry endpoint at import on Linux).
     env.update(TELEMETRY_OFF)
     env[RELEASE.name] = str(ready.directory / RELEASE_FILE)
+    if ready.code is not None:
+        # The release's handler and plugins, and only those: PYTHONSAFEPATH keeps the working
+        # directory (an image or a checkout with its own worker/) off the front of sys.path.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ready.code), base.get("PYTHONPATH")]))
+        env["PYTHONSAFEPATH"] = "1"
     env.pop("PYTHONHOME", None)
     # The store's credentials were for boot; the handler and its model code never need them.
     for name in STORE_CREDENTIALS:

@@ -19,6 +19,8 @@ class BootOptions(ReleaseOptions):
     # blob cache). Model layers, views, reports and in-use files stay on the volume.
     placement: str = "volume"
     local_root: Path | None = None
+    # The worker image is only the bootstrap: refuse a release that carries no handler code.
+    require_code: bool = False
 
     @property
     def local(self) -> bool:

@@ -13,7 +13,7 @@ from podenv.boot.space import check_space
 from podenv.boot.views import build_view
 from podenv.boot.warm import local_release, pinned_warm, warmed_manifest
 from podenv.errors import BootError, StoreError
-from podenv.layout import ENV_TARGET, VIEW_DIRS
+from podenv.layout import CODE_TARGET, ENV_TARGET, VIEW_DIRS
 from podenv.log import get_logger
 from podenv.manifest import Manifest
 from podenv.resolve import Target, channel_target, check_names, load_manifest, pinned_target
@@ -270,7 +270,16 @@ def prepare(options: BootOptions, report: BootReport, claim_in_use: bool = False
         os.utime(volume.release_dir(options.env_name, marker["version"]) / RELEASE_MARKER)
     report.version, report.digest = marker["version"], marker["digest"]
     directory = (local or volume).release_dir(options.env_name, marker["version"])
+    code = directory / VIEW_DIRS[CODE_TARGET]
+    if not code.is_dir() and options.require_code:
+        raise BootError(
+            f"release {options.env} {marker['version']} carries no code layer (it was published "
+            "before releases carried their handler), and this worker image has no handler of its own",
+            fix="publish it again with the pipeline (it adds the code layer) under a new version and "
+            "deploy that, or deploy it on a worker image from before podenv 0.2.0.",
+        )
     env_prefix = (directory / VIEW_DIRS[ENV_TARGET]).resolve()
     report.env_location = f"{'the local disk' if local else 'the volume'} ({env_prefix})"
     report.phases["total"] = round(time.monotonic() - started, 4)
-    return ReadyRelease(directory, env_prefix, marker["version"], marker["digest"])
+    ready_code = code if code.is_dir() else None
+    return ReadyRelease(directory, env_prefix, marker["version"], marker["digest"], ready_code)

@@ -15,12 +15,14 @@ from podenv.volume import Volume
 
 @dataclass(frozen=True)
 class ReadyRelease:
-    """A release complete on the volume: its directory and env prefix."""
+    """A release complete on the volume: its directory, env prefix and code (None: the release
+    carries no code layer)."""
 
     directory: Path
     env_prefix: Path
     version: str
     digest: str
+    code: Path | None = None
 
 
 @dataclass

@@ -1,11 +1,12 @@
-"""The release directory: its manifest, the env link, and one cache view per target."""
+"""The release directory: its manifest, the env link, the code link (the handler's PYTHONPATH),
+and one cache view per model target."""
 
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from podenv.layout import ENV_TARGET, HF_HUB_TARGET, RELEASE_FILE, VIEW_DIRS
+from podenv.layout import CODE_TARGET, ENV_TARGET, HF_HUB_TARGET, RELEASE_FILE, VIEW_DIRS
 from podenv.manifest import Manifest
 from podenv.volume import MARKER, RELEASE_MARKER, Volume, write_marker
 
@@ -41,7 +42,9 @@ def build_view(
             _link(view, env_home.layer_dir(layer.digest))
             continue
         layer_dir = volume.layer_dir(layer.digest)
-        if layer.target == HF_HUB_TARGET:
+        if layer.target == CODE_TARGET:
+            _link(view, layer_dir)
+        elif layer.target == HF_HUB_TARGET:
             for entry in sorted(layer_dir.iterdir()):
                 if entry.name != MARKER:
                     _link(view / entry.name, entry)

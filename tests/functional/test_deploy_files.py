@@ -75,8 +75,10 @@ def test_the_dockerfile_is_thin_and_execs_the_start_script() -> None:
 
     assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", dockerfile, re.MULTILINE)
     assert "--require-hashes" in dockerfile and "--no-deps" in dockerfile
-    assert "WORKDIR /opt/podenv" in dockerfile and "COPY worker/ /opt/podenv/worker/" in dockerfile
-    assert 'ENTRYPOINT ["/opt/podenv/worker/start.sh"]' in dockerfile
+    assert "WORKDIR /opt/podenv" in dockerfile and "COPY worker/start.sh /opt/podenv/start.sh" in dockerfile
+    assert 'ENTRYPOINT ["/opt/podenv/start.sh"]' in dockerfile
+    # The handler and plugins come with the release (its code layer), never with the image.
+    assert not re.search(r"^COPY worker/ ", dockerfile, re.MULTILINE)
     assert not re.search(r"torch|cuda|nvidia", dockerfile.split("FROM", 1)[1], re.IGNORECASE)
 
 
@@ -84,7 +86,8 @@ def test_the_start_script_execs_boot_then_the_handler() -> None:
     script = REPOSITORY / "worker" / "start.sh"
 
     assert os.access(script, os.X_OK)
-    assert 'exec podenv boot --exec -- python -m worker.handler "$@"' in script.read_text().splitlines()
+    command = 'exec podenv boot --require-code --exec -- python -m worker.handler "$@"'
+    assert command in script.read_text().splitlines()
     assert run("sh", "-n", str(script)).returncode == 0
 
 
@@ -93,7 +96,8 @@ def test_the_build_context_keeps_only_what_the_image_needs() -> None:
     rules = [line for line in ignore if line and not line.startswith("#")]
 
     assert rules[0] == "*"
-    assert {"!pyproject.toml", "!README.md", "!podenv/", "!worker/"} <= set(rules)
+    assert {"!pyproject.toml", "!README.md", "!podenv/", "!worker/start.sh"} <= set(rules)
+    assert "!worker/" not in rules
 
 
 # The workflows

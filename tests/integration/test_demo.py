@@ -61,7 +61,7 @@ def test_v1_v2_and_the_rollback_each_answer_a_request(demo) -> None:
 def test_v2_changes_one_package_and_shares_the_model_layer(demo) -> None:
     v2 = _line(demo[0].stdout, "publish")[1]
     assert "demo 2.0.0 (sha256:" in v2
-    assert "conda:greeting 1.0 -> 1.1; shares demo-model" in v2
+    assert "conda:greeting 1.0 -> 1.1; shares code, demo-model" in v2
     assert _line(demo[0].stdout, "promote") and _line(demo[0].stdout, "rollback")[0].endswith(
         "stable -> 1.0.0 (its previous version)"
     )

@@ -75,17 +75,20 @@ def test_publish_puts_layers_and_release_in_the_store(published: Path, s3_store:
     store = open_store(s3_store)
     release = json.loads(store.get_release("demo", "1.0.0"))
 
-    env, model = release["layers"]
+    env, code, model = release["layers"]
     assert (env["kind"], env["media_type"]) == ("env", "application/vnd.podenv.layer.v2.shards+json")
     assert model["media_type"] == "application/vnd.podenv.layer.v1.tar+zstd"
-    assert store.blob_size(model["digest"]) == model["size"]
+    assert (code["kind"], code["media_type"]) == ("code", "application/vnd.podenv.layer.v1.tar+zstd")
+    assert release["bootstrap"] == {"podenv": "0.2.0"}
+    for layer in (code, model):
+        assert store.blob_size(layer["digest"]) == layer["size"]
     # The env's blobs: its index, and one shard per package (and one for files no package owns).
     index = load_index(store, Manifest.from_document(release).layers[0])
     assert {shard.name for shard in index.shards} >= {"conda-python", "conda-greeting", "pypi-six", "unowned"}
     blobs = [env["digest"], *[shard.digest for shard in index.shards]]
     assert sum(store.blob_size(digest) for digest in blobs) == env["size"]
     assert receipt["release_created"]
-    assert sorted(receipt["uploaded_blobs"]) == sorted([*blobs, model["digest"]])
+    assert sorted(receipt["uploaded_blobs"]) == sorted([*blobs, code["digest"], model["digest"]])
     assert {p["name"] for p in release["sbom"]["conda"]} == {"python", "greeting"}
     assert (
         release["sbom"]["pypi"][0]["sha256"]
@@ -130,6 +133,7 @@ def test_changing_only_a_model_rebuilds_and_uploads_only_that_layer(
     project = tmp_path / "project"
     shutil.copytree(published, project, symlinks=True)
     env_digest = json.loads((project / "build/demo/env.json").read_text())["layer"]["digest"]
+    code_digest = json.loads((project / "build/demo/code.json").read_text())["layer"]["digest"]
     write_model(project / "models" / "demo-model", "r2")
     write_env_spec(project / "envs" / "demo.yaml", "1.1.0", "r2")
 
@@ -141,7 +145,31 @@ def test_changing_only_a_model_rebuilds_and_uploads_only_that_layer(
     model = json.loads((project / "build/demo/models/demo-model.json").read_text())["layer"]
     assert receipt["version"] == "1.1.0"
     assert receipt["uploaded_blobs"] == [model["digest"]]
-    assert env_digest in receipt["present_blobs"] and len(receipt["present_blobs"]) > 4  # index and shards
+    assert env_digest in receipt["present_blobs"] and code_digest in receipt["present_blobs"]
+    assert len(receipt["present_blobs"]) > 5  # the code, and the env's index and shards
+
+
+def test_changing_only_a_plugin_repacks_and_uploads_only_the_code_layer(
+    published: Path, tmp_path: Path, s3_store: str
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(published, project, symlinks=True)
+    before = {
+        name: json.loads((project / f"build/demo/{name}.json").read_text())["layer"]
+        for name in ("env", "code")
+    }
+    plugin = project / "worker" / "models" / "demo.py"
+    plugin.write_text(plugin.read_text() + "\n# a plugin change\n")
+
+    result = snakemake(project, "publish", "--config", "version=1.0.1")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ran_rules(result) == ["make_release", "pack_code", "publish", "publish_release"]
+    receipt = json.loads((project / "build/demo/published.json").read_text())
+    code = json.loads((project / "build/demo/code.json").read_text())["layer"]
+    assert code["digest"] != before["code"]["digest"]
+    assert receipt["uploaded_blobs"] == [code["digest"]]
+    assert before["env"]["digest"] in receipt["present_blobs"]
 
 
 def test_same_lock_in_another_directory_gives_the_same_env_digest(
