@@ -7,7 +7,9 @@ per datacenter (``https://s3api-<datacenter>.runpod.io/``, the datacenter id as 
 an S3 API key that is not the RunPod API key. What lands, for PODENV_ROOT
 ``/runpod-volume/podenv``:
 
-    podenv/blobs/<hex>                     each layer's blob: the volume's blob cache
+    podenv/blobs/<hex>                     every blob of every layer: the volume's blob cache
+                                           (a sharded layer's shards, then its index; an
+                                           old-format layer's one tar.zst)
     podenv/manifests/<env>/<version>.json  the release manifest, last
 
 A worker pinned by digest (`podenv deploy` pins it) reads that manifest only if its bytes have
@@ -127,20 +129,47 @@ def _read_back_digest(client: Any, target: VolumeTarget, key: str) -> tuple[str,
     return f"sha256:{digest.hexdigest()}", size
 
 
-def _upload_blob(client: Any, store: Store, target: VolumeTarget, layer: Any) -> None:
+@dataclass(frozen=True)
+class Blob:
+    """One blob a worker needs: ``label`` names it in messages (its layer, and its shard)."""
+
+    label: str
+    digest: str
+    size: int
+
+
+def release_blobs(store: Store, manifest: Manifest) -> list[Blob]:
+    """Every blob of ``manifest``, each once: a sharded layer's shards and then its index (a
+    volume whose cache has the index has every shard it names), an old-format layer's tar.zst."""
+    from podenv.catalog import load_index
+
+    blobs: dict[str, Blob] = {}
+    for layer in manifest.layers:
+        if not layer.sharded:
+            blobs.setdefault(layer.digest, Blob(layer.name, layer.digest, layer.size))
+            continue
+        index = load_index(store, layer)
+        for shard in index.shards:
+            blobs.setdefault(shard.digest, Blob(f"{layer.name} shard {shard.name}", shard.digest, shard.size))
+        index_size = len(index.canonical_bytes())
+        blobs.setdefault(layer.digest, Blob(f"{layer.name} index", layer.digest, index_size))
+    return list(blobs.values())
+
+
+def _upload_blob(client: Any, store: Store, target: VolumeTarget, blob: Blob) -> None:
     from boto3.s3.transfer import TransferConfig
 
     config = TransferConfig(
         multipart_threshold=SINGLE_PUT_MAX, multipart_chunksize=PART_BYTES, max_concurrency=4
     )
-    reader = io.BufferedReader(_ChunkReader(store.read_blob(layer.digest, expected_size=layer.size)), _CHUNK)
-    client.upload_fileobj(reader, target.volume_id, blob_key(layer.digest), Config=config)
-    digest, size = _read_back_digest(client, target, blob_key(layer.digest))
-    if (digest, size) != (layer.digest, layer.size):
-        client.delete_object(Bucket=target.volume_id, Key=blob_key(layer.digest))
+    reader = io.BufferedReader(_ChunkReader(store.read_blob(blob.digest, expected_size=blob.size)), _CHUNK)
+    client.upload_fileobj(reader, target.volume_id, blob_key(blob.digest), Config=config)
+    digest, size = _read_back_digest(client, target, blob_key(blob.digest))
+    if (digest, size) != (blob.digest, blob.size):
+        client.delete_object(Bucket=target.volume_id, Key=blob_key(blob.digest))
         raise IntegrityError(
-            f"layer {layer.name} landed on volume {target.volume_id} ({target.datacenter}) as {size} bytes "
-            f"with {digest}, not {layer.size} bytes with {layer.digest}; removed it, run warm again."
+            f"{blob.label} landed on volume {target.volume_id} ({target.datacenter}) as {size} bytes "
+            f"with {digest}, not {blob.size} bytes with {blob.digest}; removed it, run warm again."
         )
 
 
@@ -153,18 +182,20 @@ class WarmResult:
     bytes_uploaded: int
 
 
-def warm_volume(client: Any, store: Store, manifest: Manifest, target: VolumeTarget) -> WarmResult:
+def warm_volume(
+    client: Any, store: Store, manifest: Manifest, target: VolumeTarget, blobs: list[Blob]
+) -> WarmResult:
     """Every blob of ``manifest`` into one volume's blob cache, verified, then the manifest."""
     result = WarmResult(target.datacenter, target.volume_id, [], [], 0)
-    for layer in manifest.layers:
-        if _size_there(client, target, blob_key(layer.digest)) == layer.size:
-            result.present.append(layer.name)
+    for blob in blobs:
+        if _size_there(client, target, blob_key(blob.digest)) == blob.size:
+            result.present.append(blob.label)
             continue
-        _upload_blob(client, store, target, layer)
-        result.uploaded.append(layer.name)
-        result.bytes_uploaded += layer.size
+        _upload_blob(client, store, target, blob)
+        result.uploaded.append(blob.label)
+        result.bytes_uploaded += blob.size
         where = f"{target.datacenter} {target.volume_id}"
-        _log.info(f"{where}: {layer.name} ({human_bytes(layer.size)}) uploaded and verified")
+        _log.info(f"{where}: {blob.label} ({human_bytes(blob.size)}) uploaded and verified")
     data = manifest.canonical_bytes()
     client.put_object(Bucket=target.volume_id, Key=manifest_key(manifest.name, manifest.version), Body=data)
     return result
@@ -176,10 +207,11 @@ def warm(
     from botocore.exceptions import BotoCoreError, ClientError
 
     results = []
+    blobs = release_blobs(store, manifest)
     for target in targets:
         client = volume_client(target, access_key, secret_key)
         try:
-            results.append(warm_volume(client, store, manifest, target))
+            results.append(warm_volume(client, store, manifest, target, blobs))
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "error")
             raise WarmError(

@@ -1,7 +1,8 @@
 """`podenv warm` with SeaweedFS standing in for two RunPod datacenters: each volume is a bucket
 written through the S3 API (as RunPod's volume API is) and read by workers as files through
 `weed mount -filer.path=/buckets/<volume>` (as /runpod-volume is). Workers then boot from those
-volumes without touching the store; a re-run uploads nothing; a blob cut short is not used."""
+volumes without touching the store; a re-run uploads nothing; a blob cut short is not used; a
+package-sharded env layer is warmed with every one of its shards and its index."""
 
 import json
 import uuid
@@ -15,6 +16,7 @@ import yaml
 from devkit.netvolume import fuse_available
 from devkit.seaweed import FilerMount, SeaweedServer
 from podenv.runpod.warm import blob_key, manifest_key
+from podenv.shards import INDEX_FILE, layer_blobs, parse_index
 from tests.integration.boot_support import (
     PODENV,
     LayerSource,
@@ -23,6 +25,7 @@ from tests.integration.boot_support import (
     clean_environment,
     closed_port,
     publish_release,
+    publish_sharded_release,
     reports,
     run,
     write_small_env,
@@ -67,11 +70,22 @@ def _credentials(seaweed: SeaweedServer) -> dict[str, str]:
     return {"aws_access_key_id": seaweed.access_key, "aws_secret_access_key": seaweed.secret_key}
 
 
-def _deploy_file(tmp_path: Path, volumes: dict[str, tuple[str, Path]], store: str) -> Path:
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer, s3env) -> Published:
+    """A release whose env layer is package-sharded: bin/ one package, the data another."""
+    work = tmp_path_factory.mktemp("warm-sharded")
+    store = f"s3://{seaweed.bucket}/warm-sharded-{uuid.uuid4().hex[:12]}"
+    tree = write_small_env(work / "env", "s1", files=30)
+    return publish_sharded_release(store, "shardenv", "s1", tree, lambda name: name.split("/")[0], work)
+
+
+def _deploy_file(
+    tmp_path: Path, volumes: dict[str, tuple[str, Path]], store: str, env: str = "warmenv"
+) -> Path:
     document = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "tts.yaml").read_text())
-    document.update(env="warmenv", endpoint="podenv-warmenv", store=store)
+    document.update(env=env, endpoint=f"podenv-{env}", store=store)
     document["volumes"] = [{"datacenter": dc, "id": volume_id} for dc, (volume_id, _) in volumes.items()]
-    path = tmp_path / "warmenv.yaml"
+    path = tmp_path / f"{env}.yaml"
     path.write_text(yaml.safe_dump(document))
     return path
 
@@ -118,6 +132,36 @@ def test_warmed_volumes_boot_workers_without_the_store(
         (report,) = reports(root)
         assert set(report["layers"].values()) == {"blob-cache"}
         assert report["bytes_fetched"] == 0
+
+
+def test_a_sharded_layer_goes_in_with_every_shard_and_its_index(
+    sharded: Published, volumes, seaweed: SeaweedServer, s3env, tmp_path: Path
+) -> None:
+    (layer,) = sharded.manifest.layers
+    assert layer.sharded
+    built = sharded.archives["env"]
+    blobs = layer_blobs(built, parse_index((built / INDEX_FILE).read_bytes(), layer.digest))
+    assert len(blobs) >= 3  # two packages' shards and the index
+    deploy_file = _deploy_file(tmp_path, volumes, sharded.store, env="shardenv")
+
+    result = _warm(seaweed, s3env, deploy_file, sharded.version)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count(f"{len(blobs)} blobs uploaded and verified, 0 already there") == 2
+    for _, mountpoint in volumes.values():
+        for digest, path in blobs.items():
+            assert (mountpoint / blob_key(digest)).read_bytes() == path.read_bytes()
+
+    unreachable = clean_environment(
+        {**s3env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    )
+    pins = ["--version", sharded.version, "--digest", sharded.digest]
+    for _, mountpoint in volumes.values():
+        root = mountpoint / "podenv"
+        booted = run(boot_argv(root, sharded.name, sharded.store, pins, ["hello"]), unreachable)
+        assert booted.returncode == 0, booted.stderr[-2000:]
+        (report,) = reports(root)
+        assert report["layers"] == {"env": "blob-cache"} and report["bytes_fetched"] == 0
 
 
 def test_a_blob_cut_short_on_the_volume_is_not_used(
