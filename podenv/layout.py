@@ -8,7 +8,7 @@ and `tests/unit/test_contracts.py` keeps the two equal.
 ENV_TARGET = "env"  # the env prefix
 HF_HUB_TARGET = "hf-hub"  # HF_HUB_CACHE, the Hugging Face hub cache layout
 TORCH_HUB_TARGET = "torch-hub"  # TORCH_HOME, what torch.hub reads
-CODE_TARGET = "code"  # the handler and its plugins: the worker's PYTHONPATH (ADR 0013)
+CODE_TARGET = "code"  # the handler and its plugins: the worker's PYTHONPATH (ADR 0014)
 TARGETS = (ENV_TARGET, HF_HUB_TARGET, TORCH_HUB_TARGET, CODE_TARGET)
 MODEL_TARGETS = (HF_HUB_TARGET, TORCH_HUB_TARGET)
 

@@ -1,4 +1,4 @@
-"""A release carries its handler code (ADR 0013): two releases built by the pipeline whose demo
+"""A release carries its handler code (ADR 0014): two releases built by the pipeline whose demo
 plugin answers differently; booting each serves its own plugin, so rolling back restores the
 older code with the env and models. The worker runs from a checkout whose own worker/ has the
 newer code on purpose: only the release's code layer may be imported. And a release that needs
