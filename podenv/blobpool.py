@@ -27,7 +27,7 @@ import resource
 import signal
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
@@ -275,10 +275,21 @@ def fetch_index(store: Any, blobs: BlobCache, layer: Any) -> tuple[ShardIndex, i
         raise
 
 
-def make_directories(target: Path, index: ShardIndex) -> None:
+DIRECTORY_WRITERS = 16
+
+
+def make_directories(target: Path, index: ShardIndex, writers: int = DIRECTORY_WRITERS) -> None:
+    """The index's directories, one depth at a time, each depth by ``writers`` threads.
+
+    On a network volume every mkdir is a round trip: siblings made side by side cost one
+    round trip's latency per depth instead of one per directory (ADR 0013)."""
     target.mkdir()
-    for name in index.directories:  # sorted: every parent before its children
-        (target / name).mkdir()
+    by_depth: dict[int, list[str]] = {}
+    for name in index.directories:
+        by_depth.setdefault(name.count("/"), []).append(name)
+    with ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="podenv-mkdir") as pool:
+        for depth in sorted(by_depth):  # every parent exists before its children are made
+            list(pool.map(lambda name: (target / name).mkdir(), by_depth[depth]))
 
 
 def make_links(target: Path, index: ShardIndex, label: str) -> None:

@@ -443,3 +443,21 @@ def test_a_corrupt_cached_shard_is_removed_and_fetched_from_the_store_in_the_sam
     assert any("cached blob of layer m, shard s2 was corrupt" in warning for warning in report.warnings)
     assert BlobCache(root / "blobs").has(victim.digest, victim.size)  # fetched again, verified
     assert (root / "layers" / digest_hex(layer.digest) / "lib/s2/f0").stat().st_size == 2000
+
+
+def test_directories_are_made_depth_by_depth_by_parallel_writers(tmp_path: Path) -> None:
+    """Siblings are made side by side (one round trip per depth on a volume); every parent
+    exists before its children, however many writers race."""
+    from podenv.blobpool import make_directories
+
+    names = sorted(
+        {f"lib/p{i}" for i in range(40)}
+        | {f"lib/p{i}/sub{j}" for i in range(40) for j in range(5)}
+        | {"lib", "bin"}
+    )
+    index = ShardIndex(tuple(names), (), ())
+    make_directories(tmp_path / "layer", index, writers=16)
+    made = sorted(str(path.relative_to(tmp_path / "layer")) for path in (tmp_path / "layer").rglob("*"))
+    assert made == names
+    with pytest.raises(FileExistsError):  # a staging directory is new: a second pass must not pass
+        make_directories(tmp_path / "layer", index)
