@@ -31,6 +31,7 @@ bench: setup
 	$(UV) run --frozen python bench/boot.py
 	$(UV) run --frozen python bench/shard_install.py
 	$(UV) run --frozen python bench/first_job.py
+	$(UV) run --frozen python bench/volume_directories.py
 
 # Real scale (the speech env, ~9 GB unpacked, ~4 GB of downloads the first time); not in CI.
 bench-real: setup
