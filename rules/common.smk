@@ -50,10 +50,13 @@ def spec_path_of(wildcards):
 # object under the storage prefix, while sources travel with the workflow's sources
 # (--job-deploy-sources); marking them local() would pin the jobs to the submitting machine.
 def source_digest(paths):
-    """sha256 over the names and bytes of source files."""
+    """sha256 over the names and bytes of source files. A file a rule of this run will
+    write (pixi.lock before the lock rule) counts as missing: the job runs anyway, since
+    its input is new."""
     digest = hashlib.sha256()
     for path in sorted(str(path) for path in paths):
-        for part in (path.encode(), Path(path).read_bytes()):
+        content = Path(path).read_bytes() if Path(path).exists() else b"\0missing"
+        for part in (path.encode(), content):
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
     return digest.hexdigest()

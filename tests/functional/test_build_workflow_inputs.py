@@ -102,6 +102,7 @@ def project(tmp_path: Path) -> Path:
             "envs",
             "pixi.toml",
             "podenv",
+            "worker",  # the release's code layer (ADR 0014)
         ],
         cwd=REPOSITORY,
         capture_output=True,
