@@ -36,3 +36,9 @@ def s3env(seaweed: SeaweedServer):
         for name, value in seaweed.environment.items():
             patch.setenv(name, value)
         yield dict(seaweed.environment)
+
+
+@pytest.fixture
+def env(s3env: dict[str, str]) -> dict[str, str]:
+    """The environment of a boot: the test's, with only the S3 server's variables added."""
+    return clean_environment(s3env)

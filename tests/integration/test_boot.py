@@ -78,12 +78,6 @@ def offline(environment: dict[str, str]) -> dict[str, str]:
     return {**environment, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}
 
 
-@pytest.fixture
-def env(s3env: dict[str, str]) -> dict[str, str]:
-    """The environment of a boot: the test's, with only the S3 server's variables added."""
-    return clean_environment(s3env)
-
-
 @pytest.fixture(scope="module")
 def real_release(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer, s3env) -> dict[str, str]:
     """The demo project published by `snakemake publish`, as test_pipeline.py builds it."""

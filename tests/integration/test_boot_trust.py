@@ -34,11 +34,6 @@ from tests.integration.boot_support import (
 )
 
 
-@pytest.fixture
-def env(s3env: dict[str, str]) -> dict[str, str]:
-    return clean_environment(s3env)
-
-
 def _store(seaweed: SeaweedServer) -> str:
     return f"s3://{seaweed.bucket}/trust-{os.urandom(6).hex()}"
 

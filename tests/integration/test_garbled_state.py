@@ -18,7 +18,6 @@ from tests.integration.boot_support import (
     LayerSource,
     Published,
     boot_argv,
-    clean_environment,
     closed_port,
     publish_release,
     reports,
@@ -33,11 +32,6 @@ GARBLE = {
     "binary": lambda text: "\udcff\udcfe garbage",
     "empty": lambda text: "",
 }
-
-
-@pytest.fixture
-def env(s3env: dict[str, str]) -> dict[str, str]:
-    return clean_environment(s3env)
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from tests.functional.test_archive_limits import _zst_with_big_header
 from tests.integration.boot_support import (
     PODENV,
     boot_argv,
-    clean_environment,
     lease_files,
     listing,
     publish_archive,
@@ -42,11 +41,6 @@ MEASURED = [
     "print(f'maxrss_kib={peak}')\n"
     "sys.exit(code)\n",
 ]
-
-
-@pytest.fixture
-def env(s3env: dict[str, str]) -> dict[str, str]:
-    return clean_environment(s3env)
 
 
 def _store(seaweed: SeaweedServer) -> str:

@@ -22,7 +22,6 @@ from tests.integration.boot_support import (
     LayerSource,
     Published,
     boot_argv,
-    clean_environment,
     lease_files,
     listing,
     publish_release,
@@ -34,11 +33,6 @@ from tests.integration.boot_support import (
     write_small_env,
     write_tiny_model,
 )
-
-
-@pytest.fixture
-def env(s3env: dict[str, str]) -> dict[str, str]:
-    return clean_environment(s3env)
 
 
 def _store(seaweed: SeaweedServer) -> str:

@@ -19,7 +19,6 @@ from tests.integration.boot_support import (
     LayerSource,
     Published,
     boot_argv,
-    clean_environment,
     complete_layers,
     lease_files,
     listing,
@@ -32,11 +31,6 @@ from tests.integration.boot_support import (
     write_big_env,
     write_small_env,
 )
-
-
-@pytest.fixture
-def env(s3env: dict[str, str]) -> dict[str, str]:
-    return clean_environment(s3env)
 
 
 def fresh_store(seaweed: SeaweedServer) -> str:
