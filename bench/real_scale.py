@@ -4,17 +4,21 @@ installed cold from SeaweedFS, and upgraded by one package, against the baseline
 The env: the local channel's CPython plus the hashed PyPI pins of `tests/speech/requirements.txt`
 (torch 2.8.0 with its CUDA wheels, torchaudio, f5-tts, whisperx: about 60,000 files, 9 GB),
 in a pixi.lock written with py-rattler, built by `snakemake build_env` once into
-``bench/.cache/real-scale`` (about 4 GB of downloads the first time). Then:
+``bench/.cache/real-scale`` (about 4 GB of downloads the first time; the install step of that
+rule, ``podenv env install``, once more into a kept prefix for the packers). Then:
 
 * pack: ``podenv.envbuild.pack_env`` (package-sharded) against conda-pack's default tar.zst,
   same prefix; seconds and bytes;
 * cold install from SeaweedFS to local disk, the page cache dropped before each round where
-  the machine allows it: `podenv boot` with 1 process and with every CPU, against the naive
-  sequence (boto3 download of one tar.zst of the same env, sha256, ``zstd -d | tar -x``,
-  conda-unpack);
+  the machine allows it: `podenv boot` of the pipeline's layer with 1 process and with every
+  CPU, against the naive sequence as a shell runs it (``curl`` of one tar.zst of the same env,
+  ``sha256sum``, ``zstd -d | tar -x``, conda-unpack);
 * upgrade: the same env with one PyPI package at another version (``--upgrade``, default
   ``tqdm<4.70.1``), built through the pipeline too and booted over the first: bytes fetched
-  against the env's total, and how many shards the two envs share.
+  against the env's total, how many shards the two envs share and which differ.
+
+About 45 GB of disk: the package cache, the prefix, both layers, one tar.zst, the store and
+one installed env at a time.
 
 Run from the repository root::
 
@@ -100,32 +104,51 @@ def pinned_wheels(label: str, override: str | None) -> list[PypiWheel]:
     return pins
 
 
-def built_prefix(label: str, override: str | None) -> Path:
-    """The env built once by `snakemake build_env`, as a user's pipeline builds it."""
+def _project(label: str, override: str | None) -> Path:
     project = CACHE / f"project-{label}"
-    prefix = project / "build" / "demo" / "prefix"
-    if (prefix / "conda-meta").is_dir():
-        return prefix
-    channel = CACHE / "channel"
-    if not channel.is_dir():
-        build_channel_dir(channel)
-    create_project(
-        project, REPOSITORY, f"file://{project}/store", channel, wheels=pinned_wheels(label, override)
-    )
-    # One package cache for both builds: the second downloads only the changed wheel.
+    if not (project / "pixi.lock").exists():
+        channel = CACHE / "channel"
+        if not channel.is_dir():
+            build_channel_dir(channel)
+        wheels = pinned_wheels(label, override)
+        create_project(project, REPOSITORY, f"file://{project}/store", channel, wheels=wheels)
+    return project
+
+
+def _tool_environment() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def pipeline_layer(label: str, override: str | None) -> Path:
+    """The env's layer as `snakemake build_env` builds it on a build box (once, into the cache)."""
+    project = _project(label, override)
+    shards = project / "build" / "demo" / "env-shards"
+    if (shards / INDEX_FILE).exists():
+        return shards
+    # One package cache for every build: the upgrade downloads only the changed wheel.
     command = [sys.executable, "-m", "snakemake", "-s", str(REPOSITORY / "Snakefile"), "-c2"]
-    command += [
-        "--directory",
-        str(project),
-        "build/demo/prefix",
-        "--config",
-        f"cache_dir={CACHE / 'packages'}",
-    ]
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    command += ["--directory", str(project), "build_env", "--config", f"cache_dir={CACHE / 'packages'}"]
     print(f"building {label} through the pipeline (first time only)", flush=True)
     started = time.perf_counter()
-    subprocess.run(command, check=True, env={**os.environ, "PATH": path})
+    subprocess.run(command, check=True, env=_tool_environment())
     print(f"built {label} in {time.perf_counter() - started:.0f}s", flush=True)
+    (shards.parent / "env-shards.tar").unlink()  # the rule's bundle for a cluster: 4 GB not needed here
+    return shards
+
+
+def installed_prefix() -> Path:
+    """The base env installed as the pipeline's rule installs it (`podenv env install`, the first
+    half of `podenv env build`), kept so that both packers read the same prefix."""
+    prefix = CACHE / "prefix"
+    if (prefix / "conda-meta").is_dir():
+        return prefix
+    shutil.rmtree(prefix, ignore_errors=True)  # what a killed run left
+    project = _project("base", None)
+    command = [sys.executable, "-m", "podenv.cli", "env", "install", "envs/demo.yaml", "--lock", "pixi.lock"]
+    command += ["--prefix", str(prefix), "--cache", str(CACHE / "packages")]
+    subprocess.run(
+        command, check=True, cwd=project, env={**_tool_environment(), "PYTHONPATH": str(REPOSITORY)}
+    )
     return prefix
 
 
@@ -135,8 +158,9 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
-def pack_figures(prefix: Path) -> tuple[dict, Path, ShardIndex]:
-    ours_out, baseline_out = CACHE / "env-shards", CACHE / "conda-pack.tar.zst"
+def pack_figures(prefix: Path) -> dict:
+    """Ours against conda-pack's default tar.zst, one prefix, page cache dropped before each."""
+    ours_out, baseline_out = CACHE / "pack-podenv", CACHE / "pack-conda-pack.tar.zst"
     shutil.rmtree(ours_out, ignore_errors=True)
     baseline_out.unlink(missing_ok=True)
     drop_caches()
@@ -153,87 +177,131 @@ def pack_figures(prefix: Path) -> tuple[dict, Path, ShardIndex]:
         f"{figures['size_ratio']:.2f}; {len(index.shards)} shards, {index.files} files",
         flush=True,
     )
-    return figures, ours_out, index
+    shutil.rmtree(ours_out)
+    baseline_out.unlink()  # 8 GB between them: the installs need the room
+    return figures
 
 
-def layer_of(prefix: Path, output: Path) -> tuple[dict, dict[str, Path], ShardIndex]:
-    if not (output / INDEX_FILE).exists():
-        pack_env(prefix, output)
+def read_layer(output: Path) -> tuple[dict, dict[str, Path], ShardIndex]:
     index = parse_index((output / INDEX_FILE).read_bytes(), digest_file(output / INDEX_FILE))
     return sharded_layer_document(index, "env", "env", "env"), layer_blobs(output, index), index
+
+
+def share_blobs(base: Path, other: Path) -> None:
+    """Hard-link the other build's shards that the base build has too (same name: same digest)."""
+    for path in other.iterdir():
+        twin = base / path.name
+        if path.name != INDEX_FILE and twin.exists() and not path.samefile(twin):
+            path.unlink()
+            os.link(twin, path)
+
+
+def shard_sharing(base: ShardIndex, other: ShardIndex) -> tuple[int, list[str]]:
+    """Shards of the same name with the same digest in both, and the names whose digest differs."""
+    digests = {shard.name: shard.digest for shard in base.shards}
+    same = [shard.name for shard in other.shards if digests.get(shard.name) == shard.digest]
+    differ = [shard.name for shard in other.shards if shard.name in digests and shard.name not in same]
+    return len(same), differ
+
+
+def one_blob(prefix: Path) -> tuple[dict, Path]:
+    """The env as one tar.zst (the old format), for the naive sequence."""
+    blob = CACHE / "env-one-blob.tar.zst"
+    if not blob.exists():
+        write_archive(env_entries(prefix).values(), blob)
+    info = ArchiveInfo(digest_file(blob), blob.stat().st_size, 0, 0)
+    return layer_document(info, "env", "env", "env"), blob
+
+
+def install_rounds(server: SeaweedServer, store_url: str, key: str, single: dict, repeat: int) -> dict:
+    cpus = len(os.sched_getaffinity(0))
+    runs: dict[str, list[float]] = {"naive": [], "jobs1": [], f"jobs{cpus}": []}
+    for number in range(repeat):
+        round_dir = Path(tempfile.mkdtemp(prefix="round-", dir=CACHE))
+        try:
+            drop_caches()
+            runs["naive"].append(cold_naive(server, key, single["digest"], round_dir / "naive"))
+            shutil.rmtree(round_dir / "naive")
+            for jobs in (1, cpus):
+                drop_caches()
+                runs[f"jobs{jobs}"].append(cold_ours(store_url, "bench", round_dir / f"jobs{jobs}", jobs))
+                shutil.rmtree(round_dir / f"jobs{jobs}")
+        finally:
+            shutil.rmtree(round_dir, ignore_errors=True)
+        print(f"round {number + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()), flush=True)
+    results: dict = {f"install_{name}_s": min(times) for name, times in runs.items()}
+    results["install_ratio"] = results[f"install_jobs{cpus}_s"] / results["install_naive_s"]
+    results["install_ratio_jobs1"] = results["install_jobs1_s"] / results["install_naive_s"]
+    results["install_scaling_1_to_n"] = results["install_jobs1_s"] / results[f"install_jobs{cpus}_s"]
+    results["cpus"] = cpus
+    return results
+
+
+def upgrade_fetched(store_url: str, upgraded: dict, blobs: dict[str, Path]) -> int:
+    """Bytes a worker on the base release fetches to boot the upgrade (its boot report)."""
+    publish(store_url, "up", manifest_for("up", upgraded, 2), blobs)
+    root = Path(tempfile.mkdtemp(prefix="upgrade-", dir=CACHE))
+    try:
+        cold_ours(store_url, "bench", root, len(os.sched_getaffinity(0)))
+        cold_ours(store_url, "up", root, len(os.sched_getaffinity(0)))
+        reports = sorted((root / "boot-reports").glob("*.json"), key=os.path.getmtime)
+        return int(json.loads(reports[-1].read_text())["bytes_fetched"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--upgrade", default="tqdm<4.70.1", help="the one package at another version")
+    parser.add_argument("--skip-pack", action="store_true", help="measure installs and the upgrade only")
     parser.add_argument("--json", type=Path)
     arguments = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
-    cpus = len(os.sched_getaffinity(0))
-    prefix = built_prefix("base", None)
-    upgraded_prefix = built_prefix("upgrade", arguments.upgrade)
-    results, shards_dir, index = pack_figures(prefix)
-    layer = sharded_layer_document(index, "env", "env", "env")
-    blob = CACHE / "env-one-blob.tar.zst"
-    if not blob.exists():
-        write_archive(env_entries(prefix).values(), blob)
-    single = layer_document(ArchiveInfo(digest_file(blob), blob.stat().st_size, 0, 0), "env", "env", "env")
-    upgraded, upgraded_blobs, upgraded_index = layer_of(upgraded_prefix, CACHE / "env-shards-upgrade")
-    shared = set(index.shards) & set(upgraded_index.shards)
-    scratch = Path(tempfile.mkdtemp(prefix="real-", dir=CACHE))
+    base_shards = pipeline_layer("base", None)
+    upgrade_shards = pipeline_layer("upgrade", arguments.upgrade)
+    share_blobs(base_shards, upgrade_shards)
+    prefix = installed_prefix()
+    results = {} if arguments.skip_pack else pack_figures(prefix)
+    layer, blobs, index = read_layer(base_shards)
+    upgraded, upgraded_blobs, upgraded_index = read_layer(upgrade_shards)
+    single, blob = one_blob(prefix)
+    scratch = Path(tempfile.mkdtemp(prefix="seaweed-", dir=CACHE))
     server = SeaweedServer(scratch / "seaweed").start()
     os.environ.update(server.environment)
     store_url = f"s3://{server.bucket}/real"
     try:
-        publish(store_url, "bench", manifest_for("bench", layer, 2), layer_blobs(shards_dir, index))
+        publish(store_url, "bench", manifest_for("bench", layer, 2), blobs)
         publish(store_url, "old", manifest_for("old", single, 1), {single["digest"]: blob})
         key = f"real/blobs/sha256/{single['digest'].removeprefix('sha256:')}"
-        runs: dict[str, list[float]] = {"naive": [], "jobs1": [], f"jobs{cpus}": []}
-        for number in range(arguments.repeat):
-            round_dir = scratch / f"round-{number}"
-            drop_caches()
-            runs["naive"].append(cold_naive(server, key, single["digest"], round_dir / "naive"))
-            for jobs in (1, cpus):
-                drop_caches()
-                runs[f"jobs{jobs}"].append(cold_ours(store_url, "bench", round_dir / f"jobs{jobs}", jobs))
-            print(
-                f"round {number + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in runs.items()), flush=True
-            )
-            shutil.rmtree(round_dir)
-        # The upgrade, booted over the first on one volume.
-        upgrade_store = f"s3://{server.bucket}/real-upgrade"
-        publish(upgrade_store, "up1", manifest_for("up1", layer, 2), layer_blobs(shards_dir, index))
-        publish(upgrade_store, "up2", manifest_for("up2", upgraded, 2), upgraded_blobs)
-        root = scratch / "upgrade"
-        cold_ours(upgrade_store, "up1", root, cpus)
-        before = len(list((root / "boot-reports").glob("*.json")))
-        cold_ours(upgrade_store, "up2", root, cpus)
-        reports = sorted((root / "boot-reports").glob("*.json"), key=os.path.getmtime)
-        assert len(reports) == before + 1
-        fetched = json.loads(reports[-1].read_text())["bytes_fetched"]
+        print(
+            f"env: {index.files} files, {index.unpacked_size / 1e9:.2f} GB unpacked, {len(index.shards)} "
+            f"shards, {index.size / 1e9:.2f} GB; one blob {single['size'] / 1e9:.2f} GB",
+            flush=True,
+        )
+        results.update(install_rounds(server, store_url, key, single, arguments.repeat))
+        fetched = upgrade_fetched(store_url, upgraded, upgraded_blobs)
     finally:
         server.stop()
-    for name, times in runs.items():
-        results[f"install_{name}_s"] = min(times)
-    results["install_ratio"] = results[f"install_jobs{cpus}_s"] / results["install_naive_s"]
-    results["install_ratio_jobs1"] = results["install_jobs1_s"] / results["install_naive_s"]
-    results["install_scaling_1_to_n"] = results["install_jobs1_s"] / results[f"install_jobs{cpus}_s"]
-    results.update(cpus=cpus, upgrade_fetched_bytes=fetched, upgrade_env_bytes=upgraded["size"])
-    results["upgrade_fraction"] = fetched / upgraded["size"]
-    results["shared_shards"] = len(shared)
-    results["shards"] = len(upgraded_index.shards)
+        shutil.rmtree(scratch, ignore_errors=True)
+    same, differ = shard_sharing(index, upgraded_index)
+    results.update(upgrade_fetched_bytes=fetched, upgrade_env_bytes=upgraded["size"])
+    results.update(
+        upgrade_fraction=fetched / upgraded["size"], shared_shards=same, shards=len(upgraded_index.shards)
+    )
+    results["changed_shards"] = differ
+    cpus = results["cpus"]
     print(
         f"install: podenv {cpus} processes {results[f'install_jobs{cpus}_s']:.1f}s, 1 process "
         f"{results['install_jobs1_s']:.1f}s, naive {results['install_naive_s']:.1f}s: ratio "
-        f"{results['install_ratio']:.2f} (1 process {results['install_ratio_jobs1']:.2f}); upgrade "
-        f"({arguments.upgrade}) fetched {fetched / 1e6:.1f} MB of {upgraded['size'] / 1e9:.2f} GB "
-        f"({results['upgrade_fraction'] * 100:.2f}%); the two envs share {len(shared)} of "
-        f"{len(upgraded_index.shards)} shards"
+        f"{results['install_ratio']:.2f} (1 process {results['install_ratio_jobs1']:.2f}; 1 -> {cpus} "
+        f"processes {results['install_scaling_1_to_n']:.2f}x)\n"
+        f"upgrade ({arguments.upgrade}): fetched {fetched / 1e6:.1f} MB of {upgraded['size'] / 1e9:.2f} GB "
+        f"({results['upgrade_fraction'] * 100:.2f}%); the two envs share {same} of "
+        f"{len(upgraded_index.shards)} shards; shards that differ: {', '.join(differ) or 'none'}"
     )
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=2) + "\n")
-    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 

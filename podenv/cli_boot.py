@@ -209,8 +209,8 @@ def register(commands: Subcommands) -> None:
     boot.add_argument(
         "--writers",
         type=int,
-        default=int(writers.read() or 16),
-        help=f"{writers.meaning} (${writers.name}, default {writers.default})",
+        default=int(count) if (count := writers.read()) else None,
+        help=f"{writers.meaning} (${writers.name})",
     )
     boot.add_argument(
         "--jobs",

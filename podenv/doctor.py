@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podenv.errors import PodenvError
+from podenv.fileio import mount_of
 from podenv.log import get_logger
 from podenv.manifest import Manifest
 from podenv.progress import human_bytes
@@ -138,23 +139,9 @@ def check_release(findings: _Findings) -> CheckResult:
 # The volume
 
 
-def _mount_of(path: Path) -> str:
-    """'<fstype> at <mount point>' of the filesystem holding ``path``, from /proc/self/mounts."""
-    best = ("", "unknown filesystem")
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return best[1]
-    resolved = str(path.resolve())
-    for line in lines:
-        fields = line.split()
-        if len(fields) < 3:
-            continue
-        mount_point = fields[1].replace("\\040", " ")
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best[0]):
-            best = (mount_point, f"{fields[2]} at {mount_point}")
-    return best[1]
+def _mount_text(path: Path) -> str:
+    mount_point, filesystem = mount_of(path)
+    return f"{filesystem} at {mount_point}" if mount_point else "unknown filesystem"
 
 
 def _write_probe(root: Path) -> None:
@@ -193,7 +180,7 @@ def check_volume(findings: _Findings) -> CheckResult:
         )
     findings.volume_ok = True
     total = filesystem.f_blocks * filesystem.f_frsize
-    detail = f"{root} is writable{' (created)' if created else ''}, on {_mount_of(root)}, "
+    detail = f"{root} is writable{' (created)' if created else ''}, on {_mount_text(root)}, "
     detail += f"{human_bytes(free)} free of {human_bytes(total)}"
     if findings.options.quota is not None:
         detail += f" (quota {human_bytes(findings.options.quota)})"

@@ -36,8 +36,8 @@ CHANNEL = Setting("PODENV_CHANNEL", "stable", "the channel to follow when nothin
 ROOT = Setting("PODENV_ROOT", "/runpod-volume/podenv", "podenv's directory on the volume", "boot")
 WRITERS = Setting(
     "PODENV_WRITERS",
-    "16",
-    "parallel file writers per layer: many on a network volume, few on a local disk",
+    None,
+    "file writer threads per installing process (default: none on a local disk; on a network volume 16, 4 per shard)",
     "boot",
 )
 JOBS = Setting(

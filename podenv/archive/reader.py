@@ -24,14 +24,15 @@ import queue
 import shutil
 import tarfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import zstandard
 
+from podenv.archive.shard_members import ByteSource, iter_files
 from podenv.digests import format_digest
 from podenv.errors import IntegrityError, PodenvError, UnsafeArchiveError
 from podenv.fileio import read_file_chunks
@@ -51,6 +52,10 @@ _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOE
 HEADER_LIMIT = 64 << 10
 # Directories are not declared by a manifest; a layer may hold this many beyond its files.
 DIRECTORY_ALLOWANCE = 65536
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes | memoryview: ...
 
 
 @dataclass(frozen=True)
@@ -248,7 +253,7 @@ def _member_name(member: tarfile.TarInfo) -> str:
     return "/".join(parts)
 
 
-def _write_whole(path: Path, data: bytes, mode: int) -> None:
+def _write_whole(path: Path, data: bytes | memoryview, mode: int) -> None:
     descriptor = os.open(path, _CREATE_FLAGS, mode)
     try:
         view = memoryview(data)
@@ -265,7 +270,10 @@ class _Extraction:
         self.target = target
         self._limits = limits
         self._label = label
-        self._pool = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="podenv-write")
+        # No writer threads: on a local disk, threads creating files in one directory contend
+        # for its lock (the kernel spins: system CPU, no gain); on a network volume they pay.
+        self._inline = writers == 0
+        self._pool = ThreadPoolExecutor(max_workers=max(1, writers), thread_name_prefix="podenv-write")
         self._budget = _ByteBudget(IN_FLIGHT_LIMIT)
         self._writes: dict[str, Future[None]] = {}
         self._failure: BaseException | None = None
@@ -287,7 +295,9 @@ class _Extraction:
         self._check_limits(member)
         self._ensure_directory(name.rpartition("/")[0], member)
         if member.isreg():
-            self._add_file(tar, member, name)
+            content = tar.extractfile(member)
+            assert content is not None
+            self._add_file(content, member, name)
         elif member.issym():
             self._check_link(member)
             os.symlink(member.linkname, self.target / name)
@@ -359,18 +369,20 @@ class _Extraction:
         os.link(self.target / source, self.target / name)
         self._files.add(name)
 
-    def _add_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str) -> None:
+    def _add_file(self, content: "_Readable", member: tarfile.TarInfo, name: str) -> None:
         mode = 0o755 if member.mode & 0o111 else 0o644
         path = self.target / name
-        content = tar.extractfile(member)
-        assert content is not None
         self._files.add(name)
         self.bytes_written += member.size
         if member.size > SMALL_FILE_LIMIT:
             with os.fdopen(os.open(path, _CREATE_FLAGS, mode), "wb") as stream:
-                shutil.copyfileobj(content, stream, READ_SIZE)
+                while piece := content.read(READ_SIZE):
+                    stream.write(piece)
             return
         data = content.read()
+        if self._inline:
+            _write_whole(path, data, mode)
+            return
         reserved = self._budget.acquire(len(data))
         future = self._pool.submit(_write_whole, path, data, mode)
         future.add_done_callback(lambda done: self._finished(done, reserved))
@@ -451,6 +463,8 @@ class _Decompressor:
                 self._finished = True
                 raise item
             assert isinstance(item, bytes)
+            if size < 0 or size >= len(item):
+                return item  # the whole chunk, without a copy
             self._pending = memoryview(item)
         if size < 0:
             size = len(self._pending)
@@ -487,11 +501,15 @@ def _check_digest(source: _HashingChunkReader, expected: str | None, label: str)
 
 
 def _run_extraction(
-    source: _HashingChunkReader, extraction: "_Extraction", expected_digest: str | None, label: str
+    source: _HashingChunkReader,
+    extraction: "_Extraction",
+    expected_digest: str | None,
+    label: str,
+    read_members: Callable[[_HashingChunkReader, Any], None] = _read_members,
 ) -> None:
     """Read every member into ``extraction``; a digest that differs explains an unsafe member."""
     try:
-        _read_members(source, extraction)
+        read_members(source, extraction)
         extraction.finish()
     except (zstandard.ZstdError, tarfile.TarError) as error:
         extraction.abandon()
@@ -589,15 +607,10 @@ class _ShardExtraction(_Extraction):
         self._budget = _ByteBudget(in_flight)
         self._layer_directories = directories
 
-    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def add_file(self, content: "_Readable", member: tarfile.TarInfo) -> None:
         if self._failure is not None:
             raise self._failure
         name = _member_name(member)
-        if not member.isreg():
-            raise UnsafeArchiveError(
-                f"shard member '{member.name}' is not a regular file (a shard holds files only; "
-                "directories and links come from the layer's index); refusing to extract."
-            )
         self._check_new(name, member, directory=False)
         self._check_limits(member)
         if name in self._layer_directories or name.rpartition("/")[0] not in self._layer_directories:
@@ -605,8 +618,19 @@ class _ShardExtraction(_Extraction):
                 f"shard member '{member.name}' is not in a directory of the layer's index "
                 "(below a link, a file, or nothing); refusing to extract."
             )
-        self._add_file(tar, member, name)
+        self._add_file(content, member, name)
         self.file_count += 1
+
+
+def _read_shard_members(source: _HashingChunkReader, extraction: _ShardExtraction) -> None:
+    decompressed = _Decompressor(source)
+    try:
+        for member, content in iter_files(ByteSource(decompressed.read, READ_SIZE), HEADER_LIMIT):
+            extraction.add_file(content, member)
+        while decompressed.read():
+            pass  # the end-of-archive padding and any trailing frame still count
+    finally:
+        decompressed.stop()
 
 
 def extract_shard(
@@ -626,7 +650,7 @@ def extract_shard(
     target = Path(os.path.abspath(target))
     extraction = _ShardExtraction(target, writers, limits, label, directories, in_flight)
     try:
-        _run_extraction(source, extraction, expected_digest, label)
+        _run_extraction(source, extraction, expected_digest, label, _read_shard_members)
     except FileExistsError as error:
         taken = os.path.relpath(error.filename, target) if error.filename else "a file"
         raise UnsafeArchiveError(

@@ -26,6 +26,7 @@ from podenv.blobpool import (
 from podenv.boot.options import BootOptions
 from podenv.boot.report import BootReport
 from podenv.errors import BootError, UnsafeArchiveError
+from podenv.fileio import file_writers
 from podenv.manifest import Layer
 from podenv.store import Store
 from podenv.volume import (
@@ -95,7 +96,7 @@ def _extract_limited(
         target,
         expected_digest=layer.digest,
         label=f"layer {layer.name}",
-        writers=options.writers,
+        writers=file_writers(target.parent, options.writers),
         limits=Limits(bytes=layer.unpacked_size, files=layer.files),
     )
 
@@ -184,7 +185,8 @@ def _install_held(
             jobs.append(_prepare(store, volume, layer, cache))
             # Every blob is read from the cache when there; a sharded layer's blobs join it, an
             # old-format layer's only if asked (--keep-blobs).
-            tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, options.writers, until)
+            writers = file_writers(jobs[-1].staging, options.writers)
+            tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, writers, until)
         peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
         report.peak_worker_rss = max(report.peak_worker_rss, peak)
     finally:

@@ -11,9 +11,9 @@ class BootOptions(ReleaseOptions):
     keep_blobs: bool = False
     lease_timeout: float = 60.0
     wait_timeout: float = 400.0
-    # Parallel file writers: they pay off where a create is a network round trip (the
-    # volume); on a local disk or tmpfs with few cores, fewer writers are faster.
-    writers: int = 16
+    # File writer threads per installing process; None: by the target's filesystem
+    # (`podenv.fileio.file_writers`): they pay off where a create is a network round trip.
+    writers: int | None = None
     # Where the env layer goes (ADR 0013): "volume" (with the models) or "local" (the
     # worker's own disk at ``local_root``, installed at each worker start from the volume's
     # blob cache). Model layers, views, reports and in-use files stay on the volume.
