@@ -37,7 +37,8 @@ ROOT = Setting("PODENV_ROOT", "/runpod-volume/podenv", "podenv's directory on th
 WRITERS = Setting(
     "PODENV_WRITERS",
     None,
-    "file writer threads per installing process (default: none on a local disk; on a network volume 16, 4 per shard)",
+    "file writer threads per installing process"
+    " (default: none on a local disk; on a network volume 16, 4 per shard)",
     "boot",
 )
 JOBS = Setting(
