@@ -110,9 +110,19 @@ def cold_ours(store_url: str, name: str, root: Path, jobs: int) -> float:
 
 
 NAIVE_SEQUENCE = (
-    'set -e; curl -sSf -o "$BLOB" "$URL"; echo "$HEX  $BLOB" | sha256sum -c --quiet; mkdir "$TREE"; '
-    'zstd -d -q -c "$BLOB" | tar -x -C "$TREE"; "$TREE/bin/python" "$TREE/bin/conda-unpack"'
+    'set -e; now() { date +%s.%N; }; t0=$(now); curl -sSf -o "$BLOB" "$URL"; t1=$(now); '
+    'echo "$HEX  $BLOB" | sha256sum -c --quiet; t2=$(now); mkdir "$TREE"; '
+    'zstd -d -q -c "$BLOB" | tar -x -C "$TREE"; t3=$(now); "$TREE/bin/python" "$TREE/bin/conda-unpack"; '
+    't4=$(now); echo "curl $t0 $t1 sha256sum $t1 $t2 zstd|tar $t2 $t3 conda-unpack $t3 $t4" > "$STEPS"'
 )
+
+
+def naive_steps(path: Path) -> str:
+    """'curl 1.2s, sha256sum 0.3s, ...' from the times the sequence wrote."""
+    words = path.read_text().split()
+    return ", ".join(
+        f"{words[i]} {float(words[i + 2]) - float(words[i + 1]):.1f}s" for i in range(0, len(words), 3)
+    )
 
 
 def cold_naive(server: SeaweedServer, key: str, digest: str, target: Path) -> float:
@@ -124,10 +134,13 @@ def cold_naive(server: SeaweedServer, key: str, digest: str, target: Path) -> fl
     url = client.generate_presigned_url("get_object", Params={"Bucket": server.bucket, "Key": key})
     blob = target.with_suffix(".tar.zst")
     target.parent.mkdir(parents=True, exist_ok=True)
+    steps = target.with_suffix(".steps")
     variables = {"BLOB": str(blob), "URL": url, "HEX": digest.removeprefix("sha256:"), "TREE": str(target)}
+    variables["STEPS"] = str(steps)
     started = time.perf_counter()
     subprocess.run(["sh", "-c", NAIVE_SEQUENCE], check=True, env={**os.environ, **variables})
     elapsed = time.perf_counter() - started
+    print(f"  naive: {naive_steps(steps)}", flush=True)
     blob.unlink()
     return elapsed
 

@@ -34,6 +34,7 @@ from pack_env import WORK, build_prefix
 from podenv.blobpool import LayerJob, blob_tasks, make_directories, make_links, run_blob_task, run_jobs
 from podenv.digests import digest_file, digest_hex
 from podenv.envbuild import env_entries
+from podenv.fileio import file_writers
 from podenv.manifest import Layer
 from podenv.release import sharded_layer_document
 from podenv.shards import INDEX_FILE, ShardIndex, package_owners, parse_index, write_sharded_layer
@@ -60,7 +61,8 @@ def install(cache: Path, index: ShardIndex, target_root: Path, mode: str, worker
     drop_caches()
     started = time.perf_counter()
     make_directories(job.target, index)
-    tasks = blob_tasks(job, "file:///nonexistent-store", str(cache), False, 4)
+    writers = file_writers(job.staging, None)  # as a boot chooses them
+    tasks = blob_tasks(job, "file:///nonexistent-store", str(cache), False, writers)
     if mode == "processes":
         run_jobs([job], tasks, workers, lambda finished: make_links(finished.target, index, "env"))
     else:

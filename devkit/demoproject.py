@@ -41,6 +41,15 @@ SIX = PypiWheel(
     "4721f391ed90541fddacab5acf947aa0d3dc7d27b2e1e8eda2be8970586c3274",
 )
 
+# A wheel with a console script (bin/idna): its shebang holds the build prefix, and its RECORD
+# that script's hash, which must not make the package's shard depend on where it was built.
+IDNA = PypiWheel(
+    "idna",
+    "3.20",
+    "https://files.pythonhosted.org/packages/58/a2/bb081bab032533a855d44de1d56f8e8426114ff1ba5d1f07a438a0a654f8/idna-3.20-py3-none-any.whl",
+    "ab7ae7122974553370f0bdb919e1a960b2cd1bc1ef0276416d896db81c14582c",
+)
+
 
 def worker_wheels() -> list[PypiWheel]:
     """The runpod SDK and its dependencies, pinned by ``scripts/pin_demo_wheels.py``."""

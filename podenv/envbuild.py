@@ -7,6 +7,10 @@ layer is deterministic and a worker never writes ``__pycache__`` onto its volume
 """
 
 import asyncio
+import base64
+import csv
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -285,6 +289,34 @@ def _is_executable(path: Path) -> bool:
     return bool(path.stat().st_mode & 0o111)
 
 
+def _record_hash(data: bytes) -> str:
+    """A RECORD's hash field: sha256, urlsafe base64 without padding (the wheel spec)."""
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _record_what_the_layer_holds(entries: dict[str, ArchiveEntry], holding_prefix: set[str]) -> None:
+    """A wheel's RECORD lists each file's hash; a script whose build prefix became the
+    placeholder gets the hash and size of what the layer holds, so the RECORD (and its
+    package's shard) is the same wherever the env was built."""
+    for name, entry in list(entries.items()):
+        if not name.endswith(".dist-info/RECORD") or entry.kind != "file":
+            continue
+        site = name.rsplit("/", 2)[0]
+        original = entry.data if entry.data is not None else cast(Path, entry.source).read_bytes()
+        rows = list(csv.reader(io.StringIO(original.decode("utf-8", "surrogateescape"))))
+        changed = False
+        for row in rows:
+            held = entries.get(os.path.normpath(f"{site}/{row[0]}")) if len(row) == 3 else None
+            if held is not None and held.name in holding_prefix and held.data is not None:
+                row[1:] = [_record_hash(held.data), str(len(held.data))]
+                changed = True
+        if changed:
+            text = io.StringIO()
+            csv.writer(text, lineterminator="\n").writerows(rows)
+            data = text.getvalue().encode("utf-8", "surrogateescape")
+            entries[name] = ArchiveEntry(name, "file", data=data, executable=entry.executable)
+
+
 def env_entries(prefix: Path) -> dict[str, ArchiveEntry]:
     """What conda-pack would pack from ``prefix``, as our writer's entries, with the relocation list."""
     import conda_pack
@@ -301,6 +333,7 @@ def env_entries(prefix: Path) -> dict[str, ArchiveEntry]:
     for file in env.files:
         packer.add(file)
     packer.finish()
+    _record_what_the_layer_holds(collector.entries, collector.holding_prefix)
     relocations = {
         "placeholder": BUILD_PREFIX_PLACEHOLDER,
         "prefixes": collector.relocations([*packer.prefixes, *collector.unmanaged_relocations]),

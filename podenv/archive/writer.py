@@ -137,12 +137,13 @@ def write_archive(
     level: int = DEFAULT_LEVEL,
     threads: int = 0,
     progress: Progress | None = None,
+    durable: bool = True,
 ) -> ArchiveInfo:
     """Write ``entries`` as a deterministic tar.zst at ``output``.
 
     The archive is written to a uniquely named temporary file beside ``output`` and moved
-    into place only when complete, so ``output`` is either absent or whole.
-    ``threads=0`` uses every core; any value of 1 or more gives the same bytes.
+    into place only when complete (and, if ``durable``, on disk), so ``output`` is either
+    absent or whole. ``threads=0`` uses every core; any value of 1 or more gives the same bytes.
     """
     ordered = _sorted_unique(entries)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -168,7 +169,8 @@ def write_archive(
                     if progress is not None:
                         progress.update(added)
             raw.flush()
-            os.fsync(raw.fileno())
+            if durable:
+                os.fsync(raw.fileno())
         os.replace(temporary, output)
     except BaseException:
         temporary.unlink(missing_ok=True)
