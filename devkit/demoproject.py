@@ -50,6 +50,15 @@ IDNA = PypiWheel(
     "ab7ae7122974553370f0bdb919e1a960b2cd1bc1ef0276416d896db81c14582c",
 )
 
+# A wheel with a `scripts=` file (bin/jp.py): its shebang holds the build prefix, and its
+# byte-code was compiled from that text.
+JMESPATH = PypiWheel(
+    "jmespath",
+    "1.1.0",
+    "https://files.pythonhosted.org/packages/14/2f/967ba146e6d58cf6a652da73885f52fc68001525b4197effc174321d70b4/jmespath-1.1.0-py3-none-any.whl",
+    "a5663118de4908c91729bea0acadca56526eb2698e83de10cd116ae0f4e97c64",
+)
+
 
 def worker_wheels() -> list[PypiWheel]:
     """The runpod SDK and its dependencies, pinned by ``scripts/pin_demo_wheels.py``."""

@@ -317,6 +317,18 @@ def _record_what_the_layer_holds(entries: dict[str, ArchiveEntry], holding_prefi
             entries[name] = ArchiveEntry(name, "file", data=data, executable=entry.executable)
 
 
+def _drop_byte_code_of_rewritten_sources(entries: dict[str, ArchiveEntry], holding_prefix: set[str]) -> None:
+    """A source that held the build prefix (a `scripts=` file such as bin/jp.py) was compiled
+    from its build-directory text: its unchecked-hash byte-code embeds that text's hash, so it
+    would tie its shard to where the env was built. Python compiles such a file when imported."""
+    for source in holding_prefix:
+        if source.endswith(".py"):
+            directory, _, stem = source[: -len(".py")].rpartition("/")
+            cache = f"{directory}/__pycache__/{stem}." if directory else f"__pycache__/{stem}."
+            for name in [name for name in entries if name.startswith(cache) and name.endswith(".pyc")]:
+                del entries[name]
+
+
 def env_entries(prefix: Path) -> dict[str, ArchiveEntry]:
     """What conda-pack would pack from ``prefix``, as our writer's entries, with the relocation list."""
     import conda_pack
@@ -334,6 +346,7 @@ def env_entries(prefix: Path) -> dict[str, ArchiveEntry]:
         packer.add(file)
     packer.finish()
     _record_what_the_layer_holds(collector.entries, collector.holding_prefix)
+    _drop_byte_code_of_rewritten_sources(collector.entries, collector.holding_prefix)
     relocations = {
         "placeholder": BUILD_PREFIX_PLACEHOLDER,
         "prefixes": collector.relocations([*packer.prefixes, *collector.unmanaged_relocations]),

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from devkit.demoproject import IDNA, SIX, build_channel_dir, create_project, write_env_spec, write_model
+from devkit.demoproject import (
+    IDNA,
+    JMESPATH,
+    SIX,
+    build_channel_dir,
+    create_project,
+    write_env_spec,
+    write_model,
+)
 from podenv.archive import Limits, extract_shard
 from podenv.blobpool import make_directories, make_links
 from podenv.catalog import load_index
@@ -20,8 +28,9 @@ from podenv.shards import parse_index
 from podenv.store import open_store
 from tests.integration.pipeline_support import REPOSITORY, snakemake
 
-# idna has a console script: its RECORD must not tie its shard to the build directory.
-WHEELS = [SIX, IDNA]
+# idna has a console script, jmespath a `scripts=` file (bin/jp.py): neither may tie its shard to
+# the build directory (the script's RECORD row, the script's byte-code).
+WHEELS = [SIX, IDNA, JMESPATH]
 
 
 def shard_digests(project: Path) -> dict[str, str]:
