@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import mmap
 import os
 import shutil
 import subprocess
@@ -230,8 +231,12 @@ class _EntryCollector:
 
         path = Path(source)
         executable = _is_executable(path)
-        data = path.read_bytes()
         build_prefix = self._build_prefix.encode()
+        if path.stat().st_size > _KEPT_FILE_LIMIT and not _contains(path, build_prefix):
+            # Most of an env's bytes: searched in place, never copied into this process.
+            self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
+            return
+        data = path.read_bytes()
         if build_prefix in data and not is_binary_file(data):
             data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
             self.holding_prefix.add(target)
@@ -283,6 +288,11 @@ def _packer_class() -> type:
             super().add(file)
 
     return _Packer
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        return mapped.find(needle) >= 0
 
 
 def _is_executable(path: Path) -> bool:

@@ -209,6 +209,20 @@ def plan_shards(
     return shards, sorted(directories), sorted(symlinks)
 
 
+_plan: dict[str, list[ArchiveEntry]] = {}
+
+
+def _receive_plan(plan: dict[str, list[ArchiveEntry]]) -> None:
+    """A pack process's copy of the plan, inherited through the fork: the kept file contents
+    (up to 1 GiB) are never pickled through the pool's pipe."""
+    global _plan
+    _plan = plan
+
+
+def _write_planned_shard(name: str, directory: Path) -> Shard:
+    return _write_shard(name, _plan[name], directory)
+
+
 def _write_shard(name: str, entries: list[ArchiveEntry], directory: Path) -> Shard:
     temporary = directory / f".{uuid.uuid4().hex}.tar.zst"
     # One zstd thread per shard: shards run side by side, and threads >= 1 give the same bytes.
@@ -241,8 +255,9 @@ def write_sharded_layer(
         order = sorted(plan, key=lambda name: -sum(_entry_size(entry) for entry in plan[name]))
         # Processes, not threads: tarfile's header work per file holds the GIL (60,000 files).
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(jobs or os.cpu_count() or 1, mp_context=context) as pool:
-            written = list(pool.map(_write_shard, order, [plan[name] for name in order], repeat(work)))
+        processes = jobs or os.cpu_count() or 1
+        with ProcessPoolExecutor(processes, context, initializer=_receive_plan, initargs=(plan,)) as pool:
+            written = list(pool.map(_write_planned_shard, order, repeat(work)))
         index = ShardIndex(tuple(directories), tuple(symlinks), tuple(sorted(written, key=lambda s: s.name)))
         (work / INDEX_FILE).write_bytes(index.canonical_bytes())
         work.rename(output)
