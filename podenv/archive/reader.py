@@ -245,6 +245,10 @@ class _ByteBudget:
 
 def _member_name(member: tarfile.TarInfo) -> str:
     """The member's path relative to the target, or an error if it could leave it."""
+    if "\0" in member.name:
+        raise UnsafeArchiveError(
+            f"archive member {member.name!r} has a NUL byte in its name; refusing to extract."
+        )
     if member.name.startswith("/"):
         raise UnsafeArchiveError(f"archive member '{member.name}' has an absolute path; refusing to extract.")
     parts = [part for part in member.name.split("/") if part not in ("", ".")]

@@ -186,7 +186,7 @@ def iter_files(source: ByteSource, header_limit: int) -> Iterator[tuple[tarfile.
                 "directories and links come from the layer's index); refusing to extract."
             )
         if "size" in extended:
-            if not extended["size"].isdigit():
+            if not (extended["size"].isascii() and extended["size"].isdigit()):
                 raise ShardFormatError(f"member '{name}' has an invalid size {extended['size']!r}")
             size = int(extended["size"])
         extended = None

@@ -618,3 +618,22 @@ def test_existing_target_is_refused_and_untouched(
         assert after == before
     else:
         assert snapshot_with_times(target) == before
+
+
+def test_a_name_with_a_nul_byte_is_refused_in_one_sentence_by_both_readers(tmp_path: Path) -> None:
+    """A PAX name can carry a NUL byte, which no path may hold: refused by name, not by a crash."""
+    from podenv.archive import Limits, extract_shard
+
+    member, content = file_member("lib/a", b"x")
+    member.pax_headers = {"path": "lib/a\0b"}  # the ustar name field would end at the NUL
+    data = build_tar_zst([(member, content)])
+
+    with pytest.raises(UnsafeArchiveError, match="NUL byte in its name"):
+        extract_stream([data], tmp_path / "one-blob", expected_digest=sha256(data))
+    (tmp_path / "staging" / "lib").mkdir(parents=True)
+    with pytest.raises(UnsafeArchiveError, match="NUL byte in its name"):
+        extract_shard(
+            [data], tmp_path / "staging", frozenset({"", "lib"}), expected_digest=sha256(data),
+            label="shard", limits=Limits(bytes=1, files=1),
+        )  # fmt: skip
+    assert not (tmp_path / "one-blob").exists()

@@ -148,3 +148,11 @@ def test_a_base_256_size_is_read() -> None:
     data[148:156] = b"%06o\0 " % checksum
 
     assert _members(bytes(data)) == [("f", 3, 0o644, b"abc")]
+
+
+def test_a_size_in_other_digits_than_ascii_is_a_format_error() -> None:
+    info, payload = _file("f", b"x")
+    info.pax_headers = {"size": "²"}  # str.isdigit() says yes; int() says no
+
+    with pytest.raises(ShardFormatError, match="invalid size"):
+        _members(_tar([(info, payload)]))
