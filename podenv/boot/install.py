@@ -178,7 +178,7 @@ def _install_held(
     store_url = options.store_url or ""
     # The boot's one deadline over its store reads (prepare opened the store with it): the pool's
     # processes open their own stores, under the same instant.
-    until = getattr(getattr(store.backend, "transfer", None), "until", None)
+    until = store.deadline
     try:
         tasks = []
         for layer in layers:

@@ -75,6 +75,13 @@ class Store:
         endpoint = getattr(self.backend, "endpoint", None)
         return endpoint if isinstance(endpoint, str) else None
 
+    @property
+    def deadline(self) -> float | None:
+        """The monotonic instant after which this store's reads give up (a boot's install
+        deadline, set when the store was opened), or None."""
+        until = getattr(getattr(self.backend, "transfer", None), "until", None)
+        return until if isinstance(until, float) else None
+
     # Blobs
 
     def blob_size(self, digest: str) -> int | None:
