@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 from podenv.boot.report import ReadyRelease
 from podenv.errors import BootError
@@ -15,6 +16,7 @@ TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
 }
 STORE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_VISIBILITY_GRACE = 3.0
 
 
 def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, str]:
@@ -47,7 +49,16 @@ def exec_into(ready: ReadyRelease, command: list[str]) -> None:
     environment = worker_environment(ready, dict(os.environ))
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        os.execvpe(command[0], command, environment)  # noqa: S606 - exec is the point of boot
-    except OSError as error:
-        raise BootError(f"cannot run {command[0]!r} in {ready.env_prefix}: {error.strerror}.") from None
+    # A release another worker installed through another mount of a network volume can reach
+    # this mount's name cache up to about a second late (weed mount): look again, briefly.
+    deadline = time.monotonic() + _VISIBILITY_GRACE
+    while True:
+        try:
+            os.execvpe(command[0], command, environment)  # noqa: S606 - exec is the point of boot
+        except FileNotFoundError as error:
+            if time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            raise BootError(f"cannot run {command[0]!r} in {ready.env_prefix}: {error.strerror}.") from None
+        except OSError as error:
+            raise BootError(f"cannot run {command[0]!r} in {ready.env_prefix}: {error.strerror}.") from None
