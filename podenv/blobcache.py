@@ -37,12 +37,9 @@ from typing import Any
 from podenv.digests import digest_hex, format_digest
 from podenv.errors import BootError, IntegrityError
 from podenv.fileio import read_file_chunks
-from podenv.volume import Lease, held
+from podenv.volume import VISIBILITY_GRACE, Lease, held
 
 _POLL = 0.25
-# Another host's rename can reach this one after that host's lease is gone (network
-# filesystems cache names): look for the blob this long before fetching it again.
-_VISIBILITY_GRACE = 3.0
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ class BlobCache:
                 )
             time.sleep(_POLL)
         with held(lease):
-            if self._appears(digest, size, _VISIBILITY_GRACE if waited else 0.0):
+            if self._appears(digest, size, VISIBILITY_GRACE if waited else 0.0):
                 return self.path(digest), 0
             self._fetch_durable(store, digest, size, label)
         return self.path(digest), size

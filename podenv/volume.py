@@ -41,6 +41,10 @@ MARKER = ".podenv-layer.json"
 RELEASE_MARKER = ".podenv-release.json"
 DEFAULT_ROOT = ROOT.default
 
+# Another mount of a network volume can see a rename up to about a second late (weed mount's
+# name cache, issue 13): readers look again this long before they treat a name as absent.
+VISIBILITY_GRACE = 3.0
+
 
 @dataclass(frozen=True)
 class Volume:

@@ -8,6 +8,7 @@ from podenv.boot.report import ReadyRelease
 from podenv.errors import BootError
 from podenv.layout import CACHE_VARIABLES, RELEASE_FILE, VIEW_DIRS
 from podenv.settings import RELEASE
+from podenv.volume import VISIBILITY_GRACE
 
 TELEMETRY_OFF = {
     "ORT_DISABLE_TELEMETRY": "1",
@@ -16,7 +17,6 @@ TELEMETRY_OFF = {
     "DO_NOT_TRACK": "1",
 }
 STORE_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-_VISIBILITY_GRACE = 3.0
 
 
 def worker_environment(ready: ReadyRelease, base: dict[str, str]) -> dict[str, str]:
@@ -51,14 +51,12 @@ def exec_into(ready: ReadyRelease, command: list[str]) -> None:
     sys.stderr.flush()
     # A release another worker installed through another mount of a network volume can reach
     # this mount's name cache up to about a second late (weed mount): look again, briefly.
-    deadline = time.monotonic() + _VISIBILITY_GRACE
+    deadline = time.monotonic() + VISIBILITY_GRACE
     while True:
         try:
             os.execvpe(command[0], command, environment)  # noqa: S606 - exec is the point of boot
-        except FileNotFoundError as error:
-            if time.monotonic() < deadline:
+        except OSError as error:
+            if isinstance(error, FileNotFoundError) and time.monotonic() < deadline:
                 time.sleep(0.25)
                 continue
-            raise BootError(f"cannot run {command[0]!r} in {ready.env_prefix}: {error.strerror}.") from None
-        except OSError as error:
             raise BootError(f"cannot run {command[0]!r} in {ready.env_prefix}: {error.strerror}.") from None

@@ -31,6 +31,7 @@ from podenv.manifest import Layer
 from podenv.store import Store
 from podenv.volume import (
     MARKER,
+    VISIBILITY_GRACE,
     Lease,
     Volume,
     discard,
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     from podenv.archive import ExtractResult
 
 _POLL = 0.25
-_VISIBILITY_GRACE = 3.0
 
 
 def unpack_into(
@@ -255,7 +255,7 @@ def install_missing(
             # Found complete once the holder let go: we waited for it, it was not there before.
             todo = []
             for layer in mine:
-                grace = _VISIBILITY_GRACE if layer.name in waited else 0.0
+                grace = VISIBILITY_GRACE if layer.name in waited else 0.0
                 if _installed_within(volume, layer.digest, grace):
                     found(layer)
                 else:
