@@ -60,8 +60,8 @@ def install(cache: Path, index: ShardIndex, target_root: Path, mode: str, worker
     job = LayerJob(layer, Path(tempfile.mkdtemp(dir=target_root)), index=index)
     drop_caches()
     started = time.perf_counter()
-    make_directories(job.target, index)
     writers = file_writers(job.staging, None)  # as a boot chooses them
+    make_directories(job.target, index, writers)
     tasks = blob_tasks(job, "file:///nonexistent-store", str(cache), False, writers)
     if mode == "processes":
         run_jobs([job], tasks, workers, lambda finished: make_links(finished.target, index, "env"))

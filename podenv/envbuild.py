@@ -13,10 +13,12 @@ import hashlib
 import io
 import json
 import mmap
+import multiprocessing
 import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,8 +38,8 @@ BUILD_PREFIX_PLACEHOLDER = "/podenv-build-prefix-placeholder"
 # directory output, and the cache tag rattler writes into every prefix it links.
 _BUILD_MARKERS = (".snakemake_timestamp", "CACHEDIR.TAG")
 _REWRITTEN_BY_CONDA_PACK = ("bin/", "conda-meta/")
-_KEPT_FILE_LIMIT = 256 << 10
-_KEPT_TOTAL_LIMIT = 1 << 30
+# Files larger than this are searched for the build prefix in place (mmap), not read.
+_SEARCHED_IN_PLACE = 256 << 10
 
 
 class EnvBuildError(PodenvError):
@@ -190,14 +192,16 @@ class _EntryCollector:
 
     Text that holds the build prefix (scripts uv wrote, conda-pack's own records) gets
     ``BUILD_PREFIX_PLACEHOLDER`` instead, so the layer does not depend on where it was built.
-    Rewritten contents are kept in memory; unchanged files are kept as paths.
+    Rewritten contents are kept in memory; unchanged files are kept as paths. Unmanaged files
+    (what uv installed: most of an env) are searched for the prefix by a pool of processes,
+    once conda-pack has named them all (`scan_unmanaged`).
     """
 
     def __init__(self, build_prefix: str) -> None:
         self.entries: dict[str, ArchiveEntry] = {}
         self.holding_prefix: set[str] = set()
         self.unmanaged_relocations: list[tuple[str, str, str]] = []
-        self._kept_bytes = 0
+        self._unmanaged: list[tuple[str, str]] = []
         self._build_prefix = build_prefix
 
     def add(self, source: str, target: str) -> None:
@@ -227,30 +231,28 @@ class _EntryCollector:
         self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
 
     def add_unmanaged(self, source: str, target: str) -> None:
-        from conda_pack.core import is_binary_file
+        self._unmanaged.append((source, target))
 
-        path = Path(source)
-        executable = _is_executable(path)
-        build_prefix = self._build_prefix.encode()
-        if path.stat().st_size > _KEPT_FILE_LIMIT and not _contains(path, build_prefix):
-            # Most of an env's bytes: searched in place, never copied into this process.
-            self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
-            return
-        data = path.read_bytes()
-        if build_prefix in data and not is_binary_file(data):
-            data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
-            self.holding_prefix.add(target)
-            self.unmanaged_relocations.append((target, self._build_prefix, "text"))
-            self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
-            return
-        if build_prefix in data:
-            _log.warning(f"{target} is binary and holds the build prefix; it cannot be relocated")
-        if len(data) <= _KEPT_FILE_LIMIT and self._kept_bytes + len(data) <= _KEPT_TOTAL_LIMIT:
-            # Small files are kept as read, sparing the writer an open and a read of each.
-            self._kept_bytes += len(data)
-            self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
-            return
-        self.entries[target] = ArchiveEntry(target, "file", source=path, executable=executable)
+    def scan_unmanaged(self, jobs: int) -> None:
+        """Every unmanaged file as an entry: kept as its path, or as its text with the
+        placeholder (and a relocation) where it held the build prefix."""
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(
+            jobs, context, initializer=_receive_prefix, initargs=(self._build_prefix,)
+        ) as pool:
+            scanned = pool.map(_scan_unmanaged, self._unmanaged, chunksize=512)
+            for (source, target), (executable, verdict, data) in zip(self._unmanaged, scanned, strict=True):
+                if verdict == _HOLDS_PREFIX_AS_TEXT:
+                    self.holding_prefix.add(target)
+                    self.unmanaged_relocations.append((target, self._build_prefix, "text"))
+                    self.entries[target] = ArchiveEntry(target, "file", data=data, executable=executable)
+                    continue
+                if verdict == _HOLDS_PREFIX_AS_BINARY:
+                    _log.warning(f"{target} is binary and holds the build prefix; it cannot be relocated")
+                self.entries[target] = ArchiveEntry(
+                    target, "file", source=Path(source), executable=executable
+                )
+        self._unmanaged = []
 
     def add_text(self, target: str, text: str, executable: bool) -> None:
         text = text.replace(self._build_prefix, BUILD_PREFIX_PLACEHOLDER)
@@ -290,9 +292,35 @@ def _packer_class() -> type:
     return _Packer
 
 
-def _contains(path: Path, needle: bytes) -> bool:
-    with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        return mapped.find(needle) >= 0
+_HOLDS_PREFIX_AS_TEXT, _HOLDS_PREFIX_AS_BINARY = "text", "binary"
+_scanned_prefix = b""
+
+
+def _receive_prefix(build_prefix: str) -> None:
+    global _scanned_prefix
+    _scanned_prefix = build_prefix.encode()
+
+
+def _scan_unmanaged(item: tuple[str, str]) -> tuple[bool, str | None, bytes | None]:
+    """(executable, verdict, the text with the placeholder) of one unmanaged file, in a pool
+    process: the verdict is None, or whether the build prefix is in it as text or in a binary."""
+    from conda_pack.core import is_binary_file
+
+    source = item[0]
+    status = os.stat(source)
+    executable = bool(status.st_mode & 0o111)
+    with open(source, "rb") as stream:
+        if status.st_size > _SEARCHED_IN_PLACE:
+            # Most of an env's bytes: searched in place, never copied into this process.
+            with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                if mapped.find(_scanned_prefix) < 0:
+                    return executable, None, None
+        data = stream.read()
+    if _scanned_prefix not in data:
+        return executable, None, None
+    if is_binary_file(data):
+        return executable, _HOLDS_PREFIX_AS_BINARY, None
+    return executable, _HOLDS_PREFIX_AS_TEXT, data.replace(_scanned_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
 
 
 def _is_executable(path: Path) -> bool:
@@ -354,6 +382,7 @@ def env_entries(prefix: Path) -> dict[str, ArchiveEntry]:
     packer = _packer_class()(build_prefix, collector)
     for file in env.files:
         packer.add(file)
+    collector.scan_unmanaged(os.cpu_count() or 1)
     packer.finish()
     _record_what_the_layer_holds(collector.entries, collector.holding_prefix)
     _drop_byte_code_of_rewritten_sources(collector.entries, collector.holding_prefix)

@@ -121,11 +121,11 @@ def _lease(volume: Volume, layer: Layer, options: BootOptions) -> Lease:
     return Lease(path, options.lease_timeout, heartbeat)
 
 
-def _prepare(store: Store, volume: Volume, layer: Layer, cache: Path) -> LayerJob:
+def _prepare(store: Store, volume: Volume, layer: Layer, cache: Path, writers: int) -> LayerJob:
     job = LayerJob(layer, volume.new_staging(layer.digest.removeprefix("sha256:")[:16]))
     if layer.sharded:
         job.index, job.index_fetched = fetch_index(store, BlobCache(cache), layer)
-        make_directories(job.target, job.index)
+        make_directories(job.target, job.index, writers)
     return job
 
 
@@ -181,11 +181,12 @@ def _install_held(
     until = store.deadline
     try:
         tasks = []
+        # Staging is on the volume the layers go to: one filesystem, one choice of writers.
+        writers = file_writers(volume.staging, options.writers)
         for layer in layers:
-            jobs.append(_prepare(store, volume, layer, cache))
+            jobs.append(_prepare(store, volume, layer, cache, writers))
             # Every blob is read from the cache when there; a sharded layer's blobs join it, an
             # old-format layer's only if asked (--keep-blobs).
-            writers = file_writers(jobs[-1].staging, options.writers)
             tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, writers, until)
         peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
         report.peak_worker_rss = max(report.peak_worker_rss, peak)

@@ -42,7 +42,7 @@ def install_built_layer(layer: Path, target: Path) -> None:
     """What a worker does with a sharded env layer, from the build directory instead of a store."""
     index_bytes = (layer / "index.json").read_bytes()
     index = parse_index(index_bytes, digest_bytes(index_bytes))
-    make_directories(target, index)
+    make_directories(target, index, writers=0)
     directories = frozenset(("", *index.directories))
     for shard in index.shards:
         chunks = read_file_chunks(layer / shard.digest.removeprefix("sha256:"))
