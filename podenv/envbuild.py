@@ -240,7 +240,7 @@ class _EntryCollector:
         with ProcessPoolExecutor(
             jobs, context, initializer=_receive_prefix, initargs=(self._build_prefix,)
         ) as pool:
-            scanned = pool.map(_scan_unmanaged, self._unmanaged, chunksize=512)
+            scanned = pool.map(_scan_unmanaged, [source for source, _ in self._unmanaged], chunksize=512)
             for (source, target), (executable, verdict, data) in zip(self._unmanaged, scanned, strict=True):
                 if verdict == _HOLDS_PREFIX_AS_TEXT:
                     self.holding_prefix.add(target)
@@ -301,12 +301,11 @@ def _receive_prefix(build_prefix: str) -> None:
     _scanned_prefix = build_prefix.encode()
 
 
-def _scan_unmanaged(item: tuple[str, str]) -> tuple[bool, str | None, bytes | None]:
+def _scan_unmanaged(source: str) -> tuple[bool, str | None, bytes | None]:
     """(executable, verdict, the text with the placeholder) of one unmanaged file, in a pool
     process: the verdict is None, or whether the build prefix is in it as text or in a binary."""
     from conda_pack.core import is_binary_file
 
-    source = item[0]
     status = os.stat(source)
     executable = bool(status.st_mode & 0o111)
     with open(source, "rb") as stream:
