@@ -110,8 +110,8 @@ def _start_worker(parent: int, stop: Any) -> None:
     """A pool process must not outlive a boot killed with SIGKILL, writing into its staging."""
     global _stop_event
     _stop_event = stop
-    # What the parent built (boto3's models, the plan) lives as long as the process: the
-    # collector need not walk it again at every collection of what extraction allocates.
+    # What the boot process built (boto3's models, the manifest) lives as long as this one:
+    # the garbage collector need not walk it again at every collection extraction causes.
     gc.freeze()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

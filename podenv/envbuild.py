@@ -215,12 +215,10 @@ class _EntryCollector:
         self.entries[target] = entry
 
     def add_bytes(self, source: str, data: bytes, target: str) -> None:
-        from conda_pack.core import is_binary_file
-
         path = Path(source)
         executable = _is_executable(path)
         build_prefix = self._build_prefix.encode()
-        if build_prefix in data and not is_binary_file(data):
+        if _prefix_in(data, build_prefix) == _HOLDS_PREFIX_AS_TEXT:
             data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
             self.holding_prefix.add(target)
         elif not target.startswith(_REWRITTEN_BY_CONDA_PACK):
@@ -301,11 +299,19 @@ def _receive_prefix(build_prefix: str) -> None:
     _scanned_prefix = build_prefix.encode()
 
 
-def _scan_unmanaged(source: str) -> tuple[bool, str | None, bytes | None]:
-    """(executable, verdict, the text with the placeholder) of one unmanaged file, in a pool
-    process: the verdict is None, or whether the build prefix is in it as text or in a binary."""
+def _prefix_in(data: bytes, build_prefix: bytes) -> str | None:
+    """None if ``data`` does not hold the build prefix; else whether it holds it as text
+    (which gets the placeholder) or in a binary (which cannot be relocated)."""
     from conda_pack.core import is_binary_file
 
+    if build_prefix not in data:
+        return None
+    return _HOLDS_PREFIX_AS_BINARY if is_binary_file(data) else _HOLDS_PREFIX_AS_TEXT
+
+
+def _scan_unmanaged(source: str) -> tuple[bool, str | None, bytes | None]:
+    """(executable, verdict, the text with the placeholder) of one unmanaged file, in a pool
+    process; the verdict is `_prefix_in`'s."""
     status = os.stat(source)
     executable = bool(status.st_mode & 0o111)
     with open(source, "rb") as stream:
@@ -315,11 +321,10 @@ def _scan_unmanaged(source: str) -> tuple[bool, str | None, bytes | None]:
                 if mapped.find(_scanned_prefix) < 0:
                     return executable, None, None
         data = stream.read()
-    if _scanned_prefix not in data:
-        return executable, None, None
-    if is_binary_file(data):
-        return executable, _HOLDS_PREFIX_AS_BINARY, None
-    return executable, _HOLDS_PREFIX_AS_TEXT, data.replace(_scanned_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
+    verdict = _prefix_in(data, _scanned_prefix)
+    if verdict != _HOLDS_PREFIX_AS_TEXT:
+        return executable, verdict, None
+    return executable, verdict, data.replace(_scanned_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
 
 
 def _is_executable(path: Path) -> bool:
