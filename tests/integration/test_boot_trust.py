@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -58,11 +57,15 @@ def wide(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer, s3env
 
 DISK = 320 << 20
 FILLER = """
-import os, sys, time
+import os, signal, sys, time
 path, leave = sys.argv[1], int(sys.argv[2])
 watch = sys.argv[3] if len(sys.argv) > 3 else None
-while watch and not (os.path.isdir(watch) and os.listdir(watch)):
-    time.sleep(0.001)  # started beforehand: fills the moment the boot starts installing
+frozen = None
+if watch:
+    frozen = int(sys.stdin.readline())  # the boot's process group, sent once it has started
+    while not (os.path.isdir(watch) and os.listdir(watch)):
+        time.sleep(0.001)
+    os.killpg(frozen, signal.SIGSTOP)  # the boot waits, mid-install, until the disk is full
 with open(path, "ab") as sink:
     while True:
         stat = os.statvfs(os.path.dirname(path))
@@ -71,8 +74,12 @@ with open(path, "ab") as sink:
             try:
                 sink.write(b"\\0" * min(free - leave, 8 << 20))
                 sink.flush()
+                continue
             except OSError:
                 pass
+        if frozen is not None:
+            os.killpg(frozen, signal.SIGCONT)
+            frozen = None
         time.sleep(0.005)
 """
 
@@ -95,10 +102,15 @@ def small_disk(tmp_path: Path):
 
 
 def _filler(path: Path, leave: int, when: Path | None = None) -> subprocess.Popen[bytes]:
-    """Another process that fills the disk until ``leave`` bytes are free, and keeps it so;
-    with ``when``, only once that directory has an entry."""
+    """Another process that fills the disk until ``leave`` bytes are free, and keeps it so.
+    With ``when``, it reads a process group from its stdin, and once that directory has an
+    entry it stops the group, fills, and lets the group go on: the boot meets a full disk
+    mid-install however fast it runs."""
     watch = [str(when)] if when is not None else []
-    return subprocess.Popen([sys.executable, "-c", FILLER, str(path), str(leave), *watch])
+    return subprocess.Popen(
+        [sys.executable, "-c", FILLER, str(path), str(leave), *watch],
+        stdin=subprocess.PIPE if when is not None else None,
+    )
 
 
 def _free(path: Path) -> int:
@@ -119,10 +131,17 @@ def test_a_disk_filled_by_another_process_during_the_install_ends_in_one_line_an
     first.kill()
     first.wait()
     second = _filler(small_disk / "filler-2", 1 << 20, when=root / "staging")
-    time.sleep(1)  # its interpreter is up and watching before the boot starts
-    boot = start(
-        boot_argv(root, wide.name, wide.store, ["--version", wide.version]), {**env, "PODENV_WRITERS": "2"}
+    boot = subprocess.Popen(
+        boot_argv(root, wide.name, wide.store, ["--version", wide.version]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**env, "PODENV_WRITERS": "2"},
+        start_new_session=True,  # its own process group, for the filler to stop and resume
     )
+    assert second.stdin is not None
+    second.stdin.write(f"{boot.pid}\n".encode())
+    second.stdin.close()
     try:
         _, stderr = boot.communicate(timeout=120)
     finally:
