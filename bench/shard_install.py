@@ -31,7 +31,15 @@ from archive_throughput import prepare_tree
 from boot import drop_caches
 from pack_env import WORK, build_prefix
 
-from podenv.blobpool import LayerJob, blob_tasks, make_directories, make_links, run_blob_task, run_jobs
+from podenv.blobpool import (
+    LayerJob,
+    SharedCache,
+    blob_tasks,
+    make_directories,
+    make_links,
+    run_blob_task,
+    run_jobs,
+)
 from podenv.digests import digest_file, digest_hex
 from podenv.envbuild import env_entries
 from podenv.fileio import file_writers
@@ -62,7 +70,8 @@ def install(cache: Path, index: ShardIndex, target_root: Path, mode: str, worker
     started = time.perf_counter()
     writers = file_writers(job.staging, None)  # as a boot chooses them
     make_directories(job.target, index, writers)
-    tasks = blob_tasks(job, "file:///nonexistent-store", str(cache), False, writers)
+    shared = SharedCache(str(cache), str(target_root), 60.0, 0.0)  # every shard is cached: no lease taken
+    tasks = blob_tasks(job, "file:///nonexistent-store", shared, False, writers)
     if mode == "processes":
         run_jobs([job], tasks, workers, lambda finished: make_links(finished.target, index, "env"))
     else:

@@ -15,10 +15,13 @@ The two ways in:
 * ``BlobCache.fetch(store, digest)``: fetch one blob into the cache, verified, and return its
   path; for callers that want the blob on the volume before they read it back.
 * ``BlobCache.fetch_shared(...)``: the same, for a blob many workers want at once (an old-format
-  env with placement=local): the first takes ``<leases>/<hex>.blob.lease`` (gc protects the
-  digest while it is live), fetches, fsyncs and renames; the others wait for the name, so each
-  blob is downloaded once. (The process pool gets the same once-only property from its layer
-  leases.)
+  env with placement=local, a layer's shard index): the first takes ``<leases>/<hex>.blob.lease``
+  (gc protects the digest while it is live), fetches, fsyncs and renames; the others wait for
+  the name, so each blob is downloaded once.
+* ``BlobCache.fetching(...)``: that lease and wait alone, around a caller's own fetch: the
+  process pool's, which tees each shard into the cache as it extracts it. Layer leases alone
+  would not do: with placement=local each worker holds its env layer's lease on its own disk,
+  and two envs (or two releases) share shards but not layers.
 
 Both are safe with concurrent writers: each writes its own partial file; the same digest
 renamed twice leaves the same bytes.
@@ -29,7 +32,8 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from podenv.fileio import read_file_chunks
 from podenv.volume import VISIBILITY_GRACE, Lease, held
 
 _POLL = 0.25
+_FIRST_POLL = 0.01
 
 
 @dataclass(frozen=True)
@@ -85,28 +90,50 @@ class BlobCache:
     ) -> tuple[Path, int]:
         """The blob's path, and the bytes this call fetched (0 when cached or another worker
         fetched it). ``timeouts``: (lease timeout, how long to wait for another worker)."""
+        with self.fetching(digest, size, leases, timeouts, label) as mine:
+            if mine:
+                self._fetch_durable(store, digest, size, label)
+        return self.path(digest), size if mine else 0
+
+    @contextmanager
+    def fetching(
+        self,
+        digest: str,
+        size: int,
+        leases: Path,
+        timeouts: tuple[float, float],
+        label: str,
+        check: Callable[[], None] = lambda: None,
+    ) -> Iterator[bool]:
+        """Whether this caller is the one to fetch the blob: True while it holds the blob's lease
+        (``<leases>/<hex>.blob.lease``, which gc respects) and no worker has cached it; False
+        once the blob is in the cache, perhaps after waiting for the worker that held the
+        lease. ``timeouts``: (lease timeout, how long to wait for that worker); ``check`` runs
+        between looks and raises to give up the wait."""
         if self.has(digest, size):
-            return self.path(digest), 0
+            yield False
+            return
         lease_timeout, wait_timeout = timeouts
         self.directory.mkdir(parents=True, exist_ok=True)
         lease = Lease(leases / f"{digest_hex(digest)}.blob.lease", lease_timeout, min(2.0, lease_timeout / 3))
         deadline = time.monotonic() + wait_timeout
-        waited = False
+        pause, waited = _FIRST_POLL, False
         while not lease.try_take():
             waited = True
             if self.has(digest, size):
-                return self.path(digest), 0
+                yield False
+                return
             if time.monotonic() > deadline:
                 raise BootError(
                     f"gave up after {wait_timeout:.0f}s waiting for another worker to cache {label}",
                     fix="check the other workers' boot reports, or raise the lease timeout.",
                 )
-            time.sleep(_POLL)
+            check()
+            time.sleep(pause)
+            # A shard takes a fraction of a second: look again soon, then less often.
+            pause = min(2 * pause, _POLL)
         with held(lease):
-            if self._appears(digest, size, VISIBILITY_GRACE if waited else 0.0):
-                return self.path(digest), 0
-            self._fetch_durable(store, digest, size, label)
-        return self.path(digest), size
+            yield not self._appears(digest, size, VISIBILITY_GRACE if waited else 0.0)
 
     def _fetch_durable(self, store: Any, digest: str, size: int, label: str) -> None:
         from podenv.progress import Progress

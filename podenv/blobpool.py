@@ -37,7 +37,7 @@ from typing import Any
 
 from podenv.archive import Limits, extract_shard, extract_stream
 from podenv.blobcache import BlobCache
-from podenv.errors import IntegrityError, PodenvError, UnsafeArchiveError
+from podenv.errors import IntegrityError, NotFoundError, PodenvError, UnsafeArchiveError
 from podenv.shards import INDEX_SIZE_LIMIT, ShardIndex, parse_index
 from podenv.store.backend import TransferConfig
 
@@ -63,11 +63,27 @@ def default_jobs() -> int:
 
 
 @dataclass(frozen=True)
+class SharedCache:
+    """A volume's blob cache as every worker on that volume shares it: a blob that joins it is
+    fetched from the store under its lease in ``leases``, by one worker; the others wait
+    (up to ``wait_timeout``) and read it from the cache."""
+
+    blobs: str
+    leases: str
+    lease_timeout: float
+    wait_timeout: float
+
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        return self.lease_timeout, self.wait_timeout
+
+
+@dataclass(frozen=True)
 class BlobTask:
     """One blob to bring into a layer's staging directory. Crosses into a pool process."""
 
     store_url: str
-    cache_dir: str | None  # the volume's blob cache; None: an old-format blob not kept
+    cache: SharedCache  # blobs are read from it when there; fetched into it when ``keep``
     digest: str
     size: int
     label: str
@@ -120,10 +136,14 @@ def _start_worker(parent: int, stop: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
 
 
+def _check_stop() -> None:
+    if _stop_event is not None and _stop_event.is_set():
+        raise Stopped("stopped: another blob of the install failed")
+
+
 def _stoppable(chunks: Iterable[bytes]) -> Iterator[bytes]:
     for chunk in chunks:
-        if _stop_event is not None and _stop_event.is_set():
-            raise Stopped("stopped: another blob of the install failed")
+        _check_stop()
         yield chunk
 
 
@@ -137,8 +157,8 @@ def _process_store(url: str, until: float | None) -> Any:
 
 
 @cache
-def _layer_directories(cache_dir: str, index_digest: str) -> frozenset[str]:
-    data = BlobCache(Path(cache_dir)).path(index_digest).read_bytes()
+def _layer_directories(blobs: str, index_digest: str) -> frozenset[str]:
+    data = BlobCache(Path(blobs)).path(index_digest).read_bytes()
     return frozenset(("", *parse_index(data, index_digest).directories))
 
 
@@ -149,47 +169,68 @@ def _extract(task: BlobTask, chunks: Any) -> Any:
             chunks, Path(task.target), expected_digest=task.digest, label=task.label, writers=task.writers,
             limits=limits,
         )  # fmt: skip
-    assert task.cache_dir is not None
-    directories = _layer_directories(task.cache_dir, task.index_digest)
+    directories = _layer_directories(task.cache.blobs, task.index_digest)
     return extract_shard(
         chunks, Path(task.target), directories, expected_digest=task.digest, label=task.label,
         limits=limits, writers=min(task.writers, SHARD_WRITERS), in_flight=SHARD_IN_FLIGHT,
     )  # fmt: skip
 
 
+class _CachedLayerCorrupt(IntegrityError):
+    """An old-format layer's blob read from the volume's cache failed its digest (it was removed)."""
+
+
 def run_blob_task(task: BlobTask) -> BlobResult:
     """Cache or store -> sha256 -> zstd -> safe extraction; the blob joins the cache if verified.
 
-    A cached blob that fails its digest is removed; an old-format layer is then fetched from
-    the store at once (its extraction removed its own target), a shard is reported with
+    A blob that joins the cache is fetched under its lease on the volume: of all the workers
+    that want it at once, one fetches it and the others read it from the cache once it is
+    there. A cached blob that fails its digest is removed; an old-format layer is then fetched
+    from the store at once (its extraction removed its own target), a shard is reported with
     `CachedShardCorrupt` for the parent to install the layer again."""
-    blobs = BlobCache(Path(task.cache_dir)) if task.cache_dir else None
+    blobs = BlobCache(Path(task.cache.blobs))
     warnings: tuple[str, ...] = ()
-    if blobs is not None and blobs.has(task.digest, task.size):
+    if blobs.has(task.digest, task.size):
         try:
-            result = _extract(task, _stoppable(blobs.chunks(task.digest)))
-            return BlobResult(task.digest, 0, True, result.files, result.bytes_written, _peak_rss())
-        except IntegrityError as error:
-            blobs.evict(task.digest)
-            warning = f"the volume's cached blob of {task.label} was corrupt ({error.what}); removed it"
-            if task.index_digest is not None:
-                raise CachedShardCorrupt(warning) from None
-            warnings = (warning,)
-    chunks = _stoppable(
-        _process_store(task.store_url, task.until).read_blob(task.digest, expected_size=task.size)
-    )
-    if blobs is None or not task.keep:
-        result = _extract(task, chunks)
-    else:
-        tee = blobs.tee(task.digest, chunks)
+            return _from_cache(task, blobs)
+        except _CachedLayerCorrupt as error:
+            warnings = (error.what,)
+    if not task.keep:
+        return _fetched(task, _extract(task, _store_chunks(task)), warnings)
+    leases = Path(task.cache.leases)
+    with blobs.fetching(task.digest, task.size, leases, task.cache.timeouts, task.label, _check_stop) as mine:
+        if not mine:
+            return _from_cache(task, blobs)  # another worker fetched it while this one waited
+        tee = blobs.tee(task.digest, _store_chunks(task))
         try:
             result = _extract(task, tee)
             tee.commit()
         finally:
             tee.discard()
+    return _fetched(task, result, warnings)
+
+
+def _fetched(task: BlobTask, result: Any, warnings: tuple[str, ...] = ()) -> BlobResult:
     return BlobResult(
         task.digest, result.size, False, result.files, result.bytes_written, _peak_rss(), warnings
     )
+
+
+def _store_chunks(task: BlobTask) -> Iterator[bytes]:
+    store = _process_store(task.store_url, task.until)
+    return _stoppable(store.read_blob(task.digest, expected_size=task.size))
+
+
+def _from_cache(task: BlobTask, blobs: BlobCache) -> BlobResult:
+    try:
+        result = _extract(task, _stoppable(blobs.chunks(task.digest)))
+    except IntegrityError as error:
+        blobs.evict(task.digest)
+        warning = f"the volume's cached blob of {task.label} was corrupt ({error.what}); removed it"
+        if task.index_digest is not None:
+            raise CachedShardCorrupt(warning) from None
+        raise _CachedLayerCorrupt(warning) from None
+    return BlobResult(task.digest, 0, True, result.files, result.bytes_written, _peak_rss())
 
 
 def _peak_rss() -> int:
@@ -264,17 +305,21 @@ class BlobPool:
         self._executor.shutdown(wait=True)
 
 
-def fetch_index(store: Any, blobs: BlobCache, layer: Any) -> tuple[ShardIndex, int]:
-    """The layer's index, verified, from the cache or the store (into the cache); bytes fetched."""
+def fetch_index(store: Any, cache: SharedCache, layer: Any) -> tuple[ShardIndex, int]:
+    """The layer's index, verified, from the cache or the store (into the cache, under its blob
+    lease); the bytes this call fetched."""
+    blobs = BlobCache(Path(cache.blobs))
     fetched = 0
     if not blobs.has(layer.digest):
         size = store.blob_size(layer.digest)
-        if size is not None and size > INDEX_SIZE_LIMIT:
+        if size is None:
+            raise NotFoundError(f"the index of layer {layer.name} ({layer.digest}) is not in {store.url}.")
+        if size > INDEX_SIZE_LIMIT:
             raise UnsafeArchiveError(
                 f"the index of layer {layer.name} is {size} bytes, more than any env needs; refusing it."
             )
-        blobs.fetch(store, layer.digest)
-        fetched = blobs.path(layer.digest).stat().st_size
+        label = f"the index of layer {layer.name}"
+        _, fetched = blobs.fetch_shared(store, layer.digest, size, Path(cache.leases), cache.timeouts, label)
     try:
         return parse_index(blobs.path(layer.digest).read_bytes(), layer.digest), fetched
     except PodenvError:
@@ -330,17 +375,17 @@ def make_links(target: Path, index: ShardIndex, label: str) -> None:
 
 
 def blob_tasks(
-    job: LayerJob, store_url: str, cache_dir: str, keep: bool, writers: int, until: float | None = None
+    job: LayerJob, store_url: str, cache: SharedCache, keep: bool, writers: int, until: float | None = None
 ) -> list[BlobTask]:
     layer = job.layer
     label = f"layer {layer.name}"
     if job.index is None:
         return [
-            BlobTask(store_url, cache_dir, layer.digest, layer.size, label, str(job.target), None,
+            BlobTask(store_url, cache, layer.digest, layer.size, label, str(job.target), None,
                      layer.files, layer.unpacked_size, writers, keep, until)
         ]  # fmt: skip
     return [
-        BlobTask(store_url, cache_dir, shard.digest, shard.size, f"{label}, shard {shard.name}",
+        BlobTask(store_url, cache, shard.digest, shard.size, f"{label}, shard {shard.name}",
                  str(job.target), layer.digest, shard.files, shard.unpacked_size, writers, True, until)
         for shard in job.index.shards
     ]  # fmt: skip

@@ -416,11 +416,17 @@ def reclaim_dead(volume: Volume, timeout: float) -> int:
         if owner_is_dead(host, pid) or ((host, pid) not in owners and age > timeout):
             freed += tree_bytes(path)
             discard(path)
-    for path in volume.leases.glob("*.lease") if volume.leases.is_dir() else []:
+    remove_dead_leases(volume.leases)
+    return freed
+
+
+def remove_dead_leases(leases: Path) -> None:
+    """Leases whose owner, on this host, is gone (killed before it could let go): left alone,
+    they would hold off every other worker until they go stale."""
+    for path in leases.glob("*.lease") if leases.is_dir() else []:
         owner = read_json_document(path) or {}
         if owner_is_dead(owner.get("host"), owner.get("pid")):
             path.unlink(missing_ok=True)
-    return freed
 
 
 @contextmanager

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from podenv.blobcache import BlobCache
 from podenv.blobpool import (
     CachedShardCorrupt,
     LayerJob,
+    SharedCache,
     blob_tasks,
     default_jobs,
     fetch_index,
@@ -38,6 +38,7 @@ from podenv.volume import (
     held,
     layer_is_installed,
     publish_directory,
+    remove_dead_leases,
     write_marker,
 )
 
@@ -121,10 +122,14 @@ def _lease(volume: Volume, layer: Layer, options: BootOptions) -> Lease:
     return Lease(path, options.lease_timeout, heartbeat)
 
 
-def _prepare(store: Store, volume: Volume, layer: Layer, cache: Path, writers: int) -> LayerJob:
+def _shared_cache(volume: Volume, options: BootOptions) -> SharedCache:
+    return SharedCache(str(volume.blobs), str(volume.leases), options.lease_timeout, options.wait_timeout)
+
+
+def _prepare(store: Store, volume: Volume, layer: Layer, cache: SharedCache, writers: int) -> LayerJob:
     job = LayerJob(layer, volume.new_staging(layer.digest.removeprefix("sha256:")[:16]))
     if layer.sharded:
-        job.index, job.index_fetched = fetch_index(store, BlobCache(cache), layer)
+        job.index, job.index_fetched = fetch_index(store, cache, layer)
         make_directories(job.target, job.index, writers)
     return job
 
@@ -171,7 +176,7 @@ def _install_held(
     options: BootOptions,
     report: BootReport,
     started: float,
-    cache: Path,
+    cache: SharedCache,
 ) -> None:
     """Install the layers whose leases we hold, all through one pool."""
     jobs: list[LayerJob] = []
@@ -187,12 +192,14 @@ def _install_held(
             jobs.append(_prepare(store, volume, layer, cache, writers))
             # Every blob is read from the cache when there; a sharded layer's blobs join it, an
             # old-format layer's only if asked (--keep-blobs).
-            tasks += blob_tasks(jobs[-1], store_url, str(cache), options.keep_blobs, writers, until)
+            tasks += blob_tasks(jobs[-1], store_url, cache, options.keep_blobs, writers, until)
         peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
         report.peak_worker_rss = max(report.peak_worker_rss, peak)
     finally:
         for job in jobs:
             discard(job.staging)
+        # The pool's processes are gone; one killed while it fetched could not drop its blob lease.
+        remove_dead_leases(Path(cache.leases))
 
 
 def _install_with_one_retry(
@@ -202,7 +209,7 @@ def _install_with_one_retry(
     options: BootOptions,
     report: BootReport,
     started: float,
-    cache: Path,
+    cache: SharedCache,
 ) -> None:
     """A shard whose cached copy was corrupt was removed from the cache: install what is still
     missing once more, that shard now from the store."""
@@ -220,11 +227,12 @@ def install_missing(
     layers: Sequence[Layer],
     options: BootOptions,
     report: BootReport,
-    cache: Path | None = None,
+    cache: Volume | None = None,
 ) -> None:
     """Make every layer present on ``volume``: install those whose lease we get, together; wait
-    for the rest. Blobs are cached in ``cache`` (default: the volume's own blob cache; with
-    placement=local, the network volume's, while the env goes to the local disk).
+    for the rest. Blobs are cached in the blob cache of ``cache`` (default: ``volume``; with
+    placement=local, the network volume, while the env goes to the local disk), each fetched
+    under its lease there: once, whichever workers want it.
 
     ``report.layers`` says per layer: present, installed, blob-cache, waited or lost-race.
     """
@@ -262,7 +270,8 @@ def install_missing(
                 else:
                     todo.append(layer)
             if todo:
-                _install_with_one_retry(store, volume, todo, options, report, started, cache or volume.blobs)
+                shared = _shared_cache(cache or volume, options)
+                _install_with_one_retry(store, volume, todo, options, report, started, shared)
         pending = others
         if pending and time.monotonic() > deadline:
             names = ", ".join(layer.name for layer in pending)

@@ -134,9 +134,7 @@ def _install_layers(
         return
     for layer in manifest.layers:
         if layer.kind == "env" and layer.sharded:
-            install_missing(
-                store, local, [layer], options, report, cache=volume.blobs if cache_blobs else None
-            )
+            install_missing(store, local, [layer], options, report, cache=volume if cache_blobs else None)
         elif layer.kind == "env":
             install_local_env(store, volume, local, layer, options, report, cache=cache_blobs)
     models = [layer for layer in manifest.layers if layer.kind != "env"]

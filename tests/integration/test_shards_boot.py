@@ -76,6 +76,66 @@ def test_sixteen_simultaneous_boots_download_each_shard_once(
     assert [name for name in listing(root / "blobs") if name.startswith(".")] == []  # no partial blob
 
 
+def test_workers_with_their_own_local_disks_download_each_shard_once(
+    big: Published, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """placement=local: each worker holds the layer's lease on its own disk, so only the blob
+    leases on the shared volume keep four cold workers from fetching every shard four times."""
+    root, layer = tmp_path / "volume", big.layer("env")
+
+    def worker(number: int) -> list[str]:
+        local = ["--placement", "local", "--local-root", str(tmp_path / f"worker-{number}")]
+        return boot_argv(root, big.name, big.store, ["--version", "1", "--jobs", "2", *local], ["true"])
+
+    processes = [start(worker(number), env) for number in range(4)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    boots = [report_of(root, process.pid) for process in processes]
+    assert sum(boot["bytes_fetched"] for boot in boots) == layer.size, [b["bytes_fetched"] for b in boots]
+    for number in range(4):
+        installed = complete_layers(tmp_path / f"worker-{number}")
+        assert installed[layer.digest.removeprefix("sha256:")]["files"] == layer.files
+    assert lease_files(root) == [] and listing(root / "layers") == []
+    assert [name for name in listing(root / "blobs") if name.startswith(".")] == []  # no partial blob
+
+
+def test_two_releases_booted_at_once_fetch_the_shards_they_share_once(
+    tmp_path: Path, seaweed: SeaweedServer, env: dict[str, str], s3env
+) -> None:
+    """Two envs that share all packages but one (as the tts and asr envs share torch), booted
+    at the same moment on one volume: different layers, so different layer leases; each
+    shared shard is still fetched once, under its blob lease."""
+    store = fresh_store(seaweed)
+    work = tmp_path / "work"
+    write_big_env(work / "a", 10, 100, 16 << 20)
+    shutil.copytree(work / "a", work / "b")
+    (work / "b" / "files" / "d03" / "f0007.txt").write_text("only in b\n")
+    first = publish_sharded_release(store, "pair", "a", work / "a", package_of, work / "pa")
+    second = publish_sharded_release(store, "pair", "b", work / "b", package_of, work / "pb")
+    shards_a = load_index(open_store(store), first.layer("env")).shards
+    shards_b = load_index(open_store(store), second.layer("env")).shards
+    root = tmp_path / "volume"
+
+    processes = [
+        start(boot_argv(root, "pair", store, ["--version", version, "--jobs", "2"]), env)
+        for version in ("a", "b", "a", "b")
+    ]
+    outputs = [process.communicate(timeout=600) for process in processes]
+
+    for process, (_, err) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, err[-2000:]
+    fetched = sum(report_of(root, process.pid)["bytes_fetched"] for process in processes)
+    distinct = {shard.digest: shard.size for shard in [*shards_a, *shards_b]}
+    indexes = sum(
+        len(load_index(open_store(store), p.layer("env")).canonical_bytes()) for p in (first, second)
+    )
+    assert len(distinct) == len(shards_a) + 1
+    assert fetched == sum(distinct.values()) + indexes
+    assert lease_files(root) == []
+
+
 def pool_processes(pid: int) -> list[int]:
     """The children of process ``pid`` (the boot's installing processes), from /proc."""
     children = []
