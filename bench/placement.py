@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from archive_throughput import prepare_tree
+from boot import drop_caches
 from pack_env import WORK, build_prefix
 
 from devkit.netvolume import PR538_FILE_SIZE, PR538_FILES, PR538_PARALLEL_S, PR538_SERIAL_S, NetworkVolume
@@ -146,11 +147,6 @@ def archive_with_info(tree: Path, output: Path, env: bool) -> Path:
     info = pack_env(tree, output) if env else pack_tree(tree, output)
     info_path.write_text(json.dumps(info.__dict__))
     return output
-
-
-def drop_caches() -> None:
-    subprocess.run(["sync"], check=True)
-    Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
 def podenv_boot(store_url: str, root: Path, *options: str, command: list[str] | None = None):

@@ -313,7 +313,10 @@ def fetch_index(store: Any, cache: SharedCache, layer: Any) -> tuple[ShardIndex,
     if not blobs.has(layer.digest):
         size = store.blob_size(layer.digest)
         if size is None:
-            raise NotFoundError(f"the index of layer {layer.name} ({layer.digest}) is not in {store.url}.")
+            raise NotFoundError(
+                f"the index of layer {layer.name} ({layer.digest}) is not in {store.url}",
+                fix="publish the release again: the store has lost part of it.",
+            )
         if size > INDEX_SIZE_LIMIT:
             raise UnsafeArchiveError(
                 f"the index of layer {layer.name} is {size} bytes, more than any env needs; refusing it."

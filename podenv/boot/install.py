@@ -129,8 +129,12 @@ def _shared_cache(volume: Volume, options: BootOptions) -> SharedCache:
 def _prepare(store: Store, volume: Volume, layer: Layer, cache: SharedCache, writers: int) -> LayerJob:
     job = LayerJob(layer, volume.new_staging(layer.digest.removeprefix("sha256:")[:16]))
     if layer.sharded:
-        job.index, job.index_fetched = fetch_index(store, cache, layer)
-        make_directories(job.target, job.index, writers)
+        try:
+            job.index, job.index_fetched = fetch_index(store, cache, layer)
+            make_directories(job.target, job.index, writers)
+        except BaseException:
+            discard(job.staging)  # not a job yet: the caller's cleanup does not know it
+            raise
     return job
 
 

@@ -20,6 +20,7 @@ from tests.integration.boot_support import (
     Published,
     boot_argv,
     complete_layers,
+    delete_blob,
     lease_files,
     listing,
     publish_release,
@@ -134,6 +135,25 @@ def test_two_releases_booted_at_once_fetch_the_shards_they_share_once(
     assert len(distinct) == len(shards_a) + 1
     assert fetched == sum(distinct.values()) + indexes
     assert lease_files(root) == []
+
+
+def test_a_release_whose_index_is_missing_from_the_store_fails_in_one_line(
+    tmp_path: Path, seaweed: SeaweedServer, env: dict[str, str], s3env
+) -> None:
+    work = tmp_path / "work"
+    write_big_env(work / "tree", 2, 10, 1 << 20)
+    release = publish_sharded_release(fresh_store(seaweed), "noindex", "1", work / "tree", package_of, work)
+    layer = release.layer("env")
+    delete_blob(s3env, release.store, layer.digest)
+    root = tmp_path / "volume"
+
+    result = run(boot_argv(root, "noindex", release.store, ["--version", "1"]), env)
+
+    assert result.returncode == 4, result.stderr[-2000:]  # not found
+    lines = [line for line in result.stderr.splitlines() if line.startswith("podenv: error: ")]
+    assert len(lines) == 1 and f"the index of layer env ({layer.digest}) is not in" in lines[0], lines
+    assert listing(root / "layers") == [] and listing(root / "staging") == []
+    assert lease_files(root) == [] and listing(root / "blobs") == []
 
 
 def pool_processes(pid: int) -> list[int]:
