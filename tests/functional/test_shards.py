@@ -405,6 +405,22 @@ def test_a_corrupt_shard_anywhere_fails_the_layer_with_both_digests_and_leaves_n
     assert not BlobCache(tmp_path / "volume" / "blobs").has(victim.digest)
 
 
+def test_a_corrupt_index_in_the_store_fails_before_any_shard_and_leaves_nothing(tmp_path: Path) -> None:
+    builder = LayerBuilder(tmp_path)
+    builder.shard("a", [file("lib/a.txt")])
+    store_url, layer = builder.publish(["lib"])
+    blob = tmp_path / "store" / "blobs" / "sha256" / digest_hex(layer.digest)
+    blob.chmod(0o644)
+    blob.write_bytes(blob.read_bytes().replace(b"lib", b"etc"))  # same size, other bytes
+    root = tmp_path / "volume"
+
+    with pytest.raises(IntegrityError, match=f"hashes to .*, not {layer.digest}"):
+        install(store_url, layer, root)
+
+    assert nothing_left(root) and os.listdir(root / "leases") == []
+    assert os.listdir(root / "blobs") == []  # neither the index nor any shard was cached
+
+
 def test_a_second_install_from_the_blob_cache_fetches_nothing(tmp_path: Path) -> None:
     builder = LayerBuilder(tmp_path)
     builder.shard("a", [file("lib/a.txt")])
