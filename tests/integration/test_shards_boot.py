@@ -44,6 +44,22 @@ def package_of(path: str) -> str:
     return f"conda-{parts[1]}" if parts[0] == "files" and len(parts) > 2 else "conda-big"
 
 
+def one_package_apart(
+    store: str, work: Path, name: str, versions: tuple[str, str], sizes: tuple[int, int]
+) -> tuple[Published, Published]:
+    """Two releases of one env of 10 packages (``sizes``: files a package, the big file's bytes)
+    that differ in one file of package conda-d03."""
+    trees = [work / f"tree-{version}" for version in versions]
+    write_big_env(trees[0], 10, *sizes)
+    shutil.copytree(trees[0], trees[1])
+    (trees[1] / "files" / "d03" / "f0007.txt").write_text(f"changed in {versions[1]}\n")
+    first, second = (
+        publish_sharded_release(store, name, version, tree, package_of, work / f"published-{version}")
+        for version, tree in zip(versions, trees, strict=True)
+    )
+    return first, second
+
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory, seaweed: SeaweedServer, s3env) -> Published:
     """20 packages of 500 small files, and a 96 MB random file that is a shard of its own."""
@@ -109,12 +125,7 @@ def test_two_releases_booted_at_once_fetch_the_shards_they_share_once(
     at the same moment on one volume: different layers, so different layer leases; each
     shared shard is still fetched once, under its blob lease."""
     store = fresh_store(seaweed)
-    work = tmp_path / "work"
-    write_big_env(work / "a", 10, 100, 16 << 20)
-    shutil.copytree(work / "a", work / "b")
-    (work / "b" / "files" / "d03" / "f0007.txt").write_text("only in b\n")
-    first = publish_sharded_release(store, "pair", "a", work / "a", package_of, work / "pa")
-    second = publish_sharded_release(store, "pair", "b", work / "b", package_of, work / "pb")
+    first, second = one_package_apart(store, tmp_path / "work", "pair", ("a", "b"), (100, 16 << 20))
     shards_a = load_index(open_store(store), first.layer("env")).shards
     shards_b = load_index(open_store(store), second.layer("env")).shards
     root = tmp_path / "volume"
@@ -201,12 +212,7 @@ def test_an_upgrade_fetches_only_the_changed_packages_shard_and_diff_says_so(
     tmp_path: Path, seaweed: SeaweedServer, env: dict[str, str], s3env
 ) -> None:
     store = fresh_store(seaweed)
-    work = tmp_path / "work"
-    write_big_env(work / "v1", 10, 50, 4 << 20)
-    shutil.copytree(work / "v1", work / "v2")
-    (work / "v2" / "files" / "d03" / "f0007.txt").write_text("changed in v2\n")
-    first = publish_sharded_release(store, "up", "1", work / "v1", package_of, work / "p1")
-    second = publish_sharded_release(store, "up", "2", work / "v2", package_of, work / "p2")
+    first, second = one_package_apart(store, tmp_path / "work", "up", ("1", "2"), (50, 4 << 20))
     root = tmp_path / "volume"
     assert run(boot_argv(root, "up", store, ["--version", "1"]), env).returncode == 0
 
