@@ -96,7 +96,10 @@ def drop_caches() -> bool:
 
 def podenv(*arguments: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "podenv.cli", *arguments]
-    return subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:  # the bench stops, saying why podenv did
+        raise SystemExit(f"podenv {arguments[0]} exited {result.returncode}:\n{result.stderr[-2000:]}")
+    return result
 
 
 def boot_arguments(store_url: str, name: str, root: Path) -> list[str]:
