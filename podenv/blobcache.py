@@ -8,14 +8,13 @@ passed, so a reader never sees half a blob. The cache is still untrusted (a volu
 somebody can write into it): every read-back is hashed again by its consumer, and a blob that
 fails is deleted (``evict``) and fetched from the store.
 
-The two ways in:
+The ways in:
 
 * ``BlobCache.tee(digest, chunks)``: wrap a store stream that someone else verifies as it
   consumes it (the extractor does); ``commit()`` it once verified. Nothing is read twice.
-* ``BlobCache.fetch(store, digest)``: fetch one blob into the cache, verified, and return its
-  path; for callers that want the blob on the volume before they read it back.
-* ``BlobCache.fetch_shared(...)``: the same, for a blob many workers want at once (an old-format
-  env with placement=local, a layer's shard index): the first takes ``<leases>/<hex>.blob.lease``
+* ``BlobCache.fetch_shared(...)``: fetch one blob into the cache, verified, for callers that
+  want it on the volume before they read it back (an old-format env with placement=local, a
+  layer's shard index), when many workers may want it at once: the first takes ``<leases>/<hex>.blob.lease``
   (gc protects the digest while it is live), fetches, fsyncs and renames; the others wait for
   the name, so each blob is downloaded once.
 * ``BlobCache.fetching(...)``: that lease and wait alone, around a caller's own fetch: the
@@ -23,7 +22,7 @@ The two ways in:
   would not do: with placement=local each worker holds its env layer's lease on its own disk,
   and two envs (or two releases) share shards but not layers.
 
-Both are safe with concurrent writers: each writes its own partial file; the same digest
+All are safe with concurrent writers: each writes its own partial file; the same digest
 renamed twice leaves the same bytes.
 """
 
@@ -166,25 +165,6 @@ class BlobCache:
 
     def tee(self, digest: str, chunks: Iterable[bytes]) -> "Tee":
         return Tee(self, digest, chunks)
-
-    def fetch(self, store: Any, digest: str) -> Path:
-        """The blob in the cache, fetched from ``store`` and verified if it was not there."""
-        if self.has(digest):
-            return self.path(digest)
-        tee = self.tee(digest, store.read_blob(digest))
-        hasher = hashlib.sha256()
-        try:
-            for chunk in tee:
-                hasher.update(chunk)
-            actual = format_digest(hasher.hexdigest())
-            if actual != digest:
-                raise IntegrityError(
-                    f"blob {digest} from {store.url} hashes to {actual}; it was refused and deleted."
-                )
-            tee.commit()
-        finally:
-            tee.discard()
-        return self.path(digest)
 
 
 class Tee:

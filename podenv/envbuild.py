@@ -217,9 +217,8 @@ class _EntryCollector:
     def add_bytes(self, source: str, data: bytes, target: str) -> None:
         path = Path(source)
         executable = _is_executable(path)
-        build_prefix = self._build_prefix.encode()
-        if _prefix_in(data, build_prefix) == _HOLDS_PREFIX_AS_TEXT:
-            data = data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
+        verdict, data = _with_placeholder(data, self._build_prefix.encode())
+        if verdict == _HOLDS_PREFIX_AS_TEXT:
             self.holding_prefix.add(target)
         elif not target.startswith(_REWRITTEN_BY_CONDA_PACK):
             # Elsewhere conda-pack hands over the file's own bytes (it rewrites only shebangs
@@ -299,19 +298,21 @@ def _receive_prefix(build_prefix: str) -> None:
     _scanned_prefix = build_prefix.encode()
 
 
-def _prefix_in(data: bytes, build_prefix: bytes) -> str | None:
-    """None if ``data`` does not hold the build prefix; else whether it holds it as text
-    (which gets the placeholder) or in a binary (which cannot be relocated)."""
+def _with_placeholder(data: bytes, build_prefix: bytes) -> tuple[str | None, bytes]:
+    """Whether ``data`` holds the build prefix (None: no), as text or in a binary (which cannot
+    be relocated); and ``data``, with the placeholder for the prefix where it is text."""
     from conda_pack.core import is_binary_file
 
     if build_prefix not in data:
-        return None
-    return _HOLDS_PREFIX_AS_BINARY if is_binary_file(data) else _HOLDS_PREFIX_AS_TEXT
+        return None, data
+    if is_binary_file(data):
+        return _HOLDS_PREFIX_AS_BINARY, data
+    return _HOLDS_PREFIX_AS_TEXT, data.replace(build_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
 
 
 def _scan_unmanaged(source: str) -> tuple[bool, str | None, bytes | None]:
     """(executable, verdict, the text with the placeholder) of one unmanaged file, in a pool
-    process; the verdict is `_prefix_in`'s."""
+    process; the verdict is `_with_placeholder`'s."""
     status = os.stat(source)
     executable = bool(status.st_mode & 0o111)
     with open(source, "rb") as stream:
@@ -321,10 +322,8 @@ def _scan_unmanaged(source: str) -> tuple[bool, str | None, bytes | None]:
                 if mapped.find(_scanned_prefix) < 0:
                     return executable, None, None
         data = stream.read()
-    verdict = _prefix_in(data, _scanned_prefix)
-    if verdict != _HOLDS_PREFIX_AS_TEXT:
-        return executable, verdict, None
-    return executable, verdict, data.replace(_scanned_prefix, BUILD_PREFIX_PLACEHOLDER.encode())
+    verdict, text = _with_placeholder(data, _scanned_prefix)
+    return executable, verdict, text if verdict == _HOLDS_PREFIX_AS_TEXT else None
 
 
 def _is_executable(path: Path) -> bool:

@@ -199,11 +199,13 @@ def _install_held(
             tasks += blob_tasks(jobs[-1], store_url, cache, options.keep_blobs, writers, until)
         peak = run_jobs(jobs, tasks, options.jobs or default_jobs(), _finisher(volume, report, started))
         report.peak_worker_rss = max(report.peak_worker_rss, peak)
+    except BaseException:
+        # The pool's processes are gone; one killed while it fetched could not drop its blob lease.
+        remove_dead_leases(Path(cache.leases))
+        raise
     finally:
         for job in jobs:
             discard(job.staging)
-        # The pool's processes are gone; one killed while it fetched could not drop its blob lease.
-        remove_dead_leases(Path(cache.leases))
 
 
 def _install_with_one_retry(
